@@ -1,0 +1,50 @@
+# `make demo` and `make test` each set themselves up: a .venv with the pinned CPU set below.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+# The set this repository is tested with on CPU machines. Torch goes first and
+# pinned: an unpinned torch (or anything that asks for one) pulls GBs of CUDA
+# packages. PyPI's torchvision 0.28.0 is a CUDA build that imports beside the
+# CPU torch; vidprep never uses its compiled ops. pyproject.toml keeps ranges
+# so GPU users keep their own CUDA torch.
+TORCH_PINS := torch==2.13.0 torchvision==0.28.0
+PINS := ray[data]==2.60.0 pyarrow==26.0.1 duckdb==2.0.0 decord==0.6.0 scenedetect==0.7.2 \
+        opencv-python-headless==5.0.0.93 av==18.1.0 numpy==2.4.6 pillow==13.0.0 pyyaml==6.0.3 \
+        pytest==9.2.0 pytest-timeout==2.4.0 scikit-video==1.1.11
+
+DEMO_DIR ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q $(TORCH_PINS) $(PINS) -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# pytest exits 5 when it collects nothing: say so instead of failing CI.
+test: install
+	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+demo: install
+	rm -rf $(DEMO_DIR)/out
+	$(VENV)/bin/vidprep demo-videos $(DEMO_DIR)/videos
+	$(VENV)/bin/vidprep run --config configs/demo.yaml --input $(DEMO_DIR)/videos --output $(DEMO_DIR)/out
+	$(VENV)/bin/vidprep query $(DEMO_DIR)/out \
+	  "SELECT regexp_extract(source_uri, '[^/]+$$') AS video, clip_index, start_frame, end_frame, \
+	          round(duration_s, 2) AS seconds, status, reason FROM clips ORDER BY video, clip_index"
+	$(VENV)/bin/vidprep query $(DEMO_DIR)/out \
+	  "SELECT regexp_extract(source_uri, '[^/]+$$') AS video, status, cuts, num_clips FROM videos ORDER BY video"
+
+bench: install
+	$(VENV)/bin/vidprep bench --markdown docs/BENCHMARKS.md --json docs/bench-split.json
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,129 @@
+"""The run configuration: one YAML file plus `--set key=value` overrides.
+
+Everything is validated before any work starts (see pipeline.typed): an
+unknown key or a bad value fails with the dotted name of the field.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.typed import ConfigError, build, to_dict
+from stages import REQUIRED_STAGES, STAGES
+from stages.base import Stage, require
+
+VIDEO_EXTENSIONS = [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp"]
+
+
+@dataclass
+class RunConfig:
+    wave_size: int = 64  # source videos committed together; a crash redoes at most the waves in flight
+    videos_per_task: int = 1  # source videos per Ray block: 1 spreads videos over all workers
+    writer_rows: int = 1024  # rows gathered per catalog file write: fewer, larger files vs. earlier commits
+    runner: Literal["ray", "sequential"] = "ray"
+    ray_address: str | None = None  # None: embedded Ray; "auto" or "ray://host:10001" for a cluster
+    num_cpus: int | None = None  # embedded Ray only; None = all cores
+
+    def __post_init__(self):
+        require(self.wave_size >= 1, "wave_size", f"must be >= 1 (got {self.wave_size})")
+        require(self.videos_per_task >= 1, "videos_per_task", f"must be >= 1 (got {self.videos_per_task})")
+        require(self.writer_rows >= 1, "writer_rows", f"must be >= 1 (got {self.writer_rows})")
+        require(self.num_cpus is None or self.num_cpus >= 1, "num_cpus", f"must be >= 1 (got {self.num_cpus})")
+
+
+@dataclass
+class InputConfig:
+    extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    recursive: bool = True
+    follow_symlinks: bool = False
+
+    def __post_init__(self):
+        require(bool(self.extensions), "extensions", "must name at least one extension")
+        self.extensions = [e.lower() if e.startswith(".") else "." + e.lower() for e in self.extensions]
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    stages: dict[str, Stage] = field(default_factory=dict)
+
+    def plan(self) -> list[Stage]:
+        """The enabled stages in plan order."""
+        return [self.stages[name] for name in STAGES if name in self.stages]
+
+    def as_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of what decides the catalog's content (not how it is scheduled)."""
+        data = self.as_dict()
+        data.pop("run")
+        for stage in data["stages"].values():
+            stage.pop("resources", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read YAML (safe loader), apply `key=value` overrides, validate everything."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    for item in overrides:
+        apply_override(data, item)
+    return from_dict(data)
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """`stages.split.max_clip_s=8` sets data["stages"]["split"]["max_clip_s"] = 8 (value parsed as YAML)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    node = data
+    parts = key.strip().split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    unknown = set(data) - {"run", "input", "stages"}
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown key (known keys: input, run, stages)")
+    stages_data = data.get("stages") or {}
+    if not isinstance(stages_data, dict):
+        raise ConfigError("stages: expected a mapping of stage name to its settings")
+    stages: dict[str, Stage] = {}
+    for name, settings in stages_data.items():
+        if name not in STAGES:
+            raise ConfigError(f"stages.{name}: unknown stage (known stages: {', '.join(STAGES)})")
+        if settings is False:
+            if name in REQUIRED_STAGES:
+                raise ConfigError(f"stages.{name}: this stage is required and cannot be turned off")
+            continue
+        stages[name] = build(STAGES[name], {} if settings is True else settings, f"stages.{name}")
+    for name in REQUIRED_STAGES:
+        if name not in stages:
+            stages[name] = STAGES[name]()
+    return Config(
+        run=build(RunConfig, data.get("run"), "run"),
+        input=build(InputConfig, data.get("input"), "input"),
+        stages=stages,
+    )

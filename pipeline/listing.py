@@ -1,0 +1,70 @@
+"""Streaming listing of source videos: a local folder, a single file, a text file of URIs, or a pyarrow.fs URI.
+
+A generator, never a list: a bucket of millions of objects is walked lazily
+and written to the run's pending table in chunks, so driver memory does not
+grow with the input.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+
+def list_sources(root: str, extensions: list[str], recursive: bool = True,
+                 follow_symlinks: bool = False) -> Iterator[str]:
+    """Yield source URIs under `root` whose names end in one of `extensions`, in a stable order."""
+    exts = tuple(e.lower() for e in extensions)
+    if root.endswith(".txt") and os.path.isfile(root):  # a list of URIs, one a line
+        with open(root) as handle:
+            for line in handle:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    yield line
+        return
+    scheme = urlparse(root).scheme
+    if scheme not in ("", "file"):
+        yield from _list_remote(root, exts, recursive)
+        return
+    path = Path(root[len("file://"):] if root.startswith("file://") else root)
+    if not path.exists() and not path.is_symlink():
+        raise FileNotFoundError(f"input {root!r} does not exist")
+    if not path.is_dir() or path.name.lower().endswith(exts):
+        yield str(path)
+        return
+    yield from _walk(path, exts, recursive, follow_symlinks, seen=set())
+
+
+def _walk(folder: Path, exts: tuple[str, ...], recursive: bool, follow: bool, seen: set) -> Iterator[str]:
+    try:
+        key = os.stat(folder).st_ino, os.stat(folder).st_dev
+    except OSError:
+        return
+    if key in seen:  # a symlink loop: each directory once
+        return
+    seen.add(key)
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name.lower()
+        if name.endswith(exts):
+            # Anything named like a video is a source, even a directory or a broken
+            # link: probe turns it into an error row instead of it vanishing.
+            yield entry.path
+        elif recursive and entry.is_dir(follow_symlinks=follow):
+            yield from _walk(Path(entry.path), exts, recursive, follow, seen)
+
+
+def _list_remote(root: str, exts: tuple[str, ...], recursive: bool) -> Iterator[str]:
+    from pyarrow import fs
+
+    filesystem, base = fs.FileSystem.from_uri(root)
+    scheme = urlparse(root).scheme
+    selector = fs.FileSelector(base, recursive=recursive, allow_not_found=False)
+    infos = sorted(filesystem.get_file_info(selector), key=lambda i: i.path)
+    for info in infos:
+        if info.type == fs.FileType.File and info.path.lower().endswith(exts):
+            yield f"{scheme}://{info.path}"

@@ -1,0 +1,63 @@
+"""The stage contract shared by every stage and both runners.
+
+A stage is a dataclass: typed config fields with defaults (checked in
+__post_init__, ValueError("field: why")), `resources`, `setup()` that loads
+models once per worker, and `__call__(batch) -> batch` over pyarrow Tables.
+`inputs` names the columns it reads, `outputs` the ones it adds. The Ray
+runner makes a stage an actor pool when it has a setup or asks for a GPU, a
+plain task otherwise; the sequential runner calls it in a loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import pyarrow as pa
+
+
+def require(condition: bool, field_name: str, why: str) -> None:
+    """Raise the ValueError the config loader turns into `stages.<stage>.<field>: why`."""
+    if not condition:
+        raise ValueError(f"{field_name}: {why}")
+
+
+@dataclass
+class Resources:
+    """What one worker of a stage asks Ray for, and how many run at once."""
+
+    cpus: float = 1.0  # also the torch/OpenCV thread count inside the worker
+    gpus: float = 0.0  # fractions share a GPU between actors
+    concurrency: int | None = None  # actors in the pool (tasks: at most this many at once)
+    batch_size: int | None = None  # rows per call; None = whatever block arrives
+
+    def __post_init__(self):
+        require(self.cpus > 0, "cpus", f"must be > 0 (got {self.cpus})")
+        require(self.gpus >= 0, "gpus", f"must be >= 0 (got {self.gpus})")
+        require(self.concurrency is None or self.concurrency >= 1,
+                "concurrency", f"must be >= 1 (got {self.concurrency})")
+        require(self.batch_size is None or self.batch_size >= 1,
+                "batch_size", f"must be >= 1 (got {self.batch_size})")
+
+
+@dataclass
+class Stage:
+    name: ClassVar[str] = ""
+    inputs: ClassVar[tuple[str, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ()
+
+    resources: Resources = field(default_factory=Resources)
+
+    def setup(self) -> None:
+        """Load models; runs once per worker before the first batch."""
+
+    @property
+    def needs_actor(self) -> bool:
+        return type(self).setup is not Stage.setup or self.resources.gpus > 0
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+    def check_inputs(self, batch: pa.Table) -> None:
+        missing = [c for c in self.inputs if c not in batch.column_names]
+        if missing:
+            raise KeyError(f"stage {self.name!r} needs columns {missing}; the batch has {batch.column_names}")

@@ -1,0 +1,122 @@
+"""Stage `probe` (1:1 video → video, CPU task): content id and container metadata.
+
+Opens each source with PyAV, reads stream metadata and decodes the first frame
+(its display-matrix rotation, and proof that the stream decodes at all). A
+source that can't be used gets status `error` with a coded reason; the run goes on.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from schemas.catalog import VIDEO_INFO
+from schemas.ids import video_id_from_file, video_id_from_uri
+from stages._video import is_local, local_copy, local_name
+from stages.base import Stage
+
+
+class SourceError(Exception):
+    """A source that can't be processed; str() is the catalog's `error`: "<code>: <detail>"."""
+
+    def __init__(self, code: str, detail: str = ""):
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+
+
+@dataclass
+class Probe(Stage):
+    name = "probe"
+    inputs = ("source_uri",)
+    outputs = ("video",)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        self.check_inputs(batch)
+        infos = [probe_source(uri) for uri in batch.column("source_uri").to_pylist()]
+        return batch.append_column("video", pa.array(infos, type=VIDEO_INFO))
+
+
+def probe_source(uri: str) -> dict[str, Any]:
+    info: dict[str, Any] = {name: None for name in VIDEO_INFO.names}
+    info.update(source_uri=uri, status="ok")
+    try:
+        info["video_id"], info["size_bytes"] = _identify(uri)
+        with local_copy(uri) as path:
+            info.update(_container_metadata(path))
+    except SourceError as err:
+        info.update(status="error", error=str(err))
+    except Exception as err:  # noqa: BLE001 - any failure on one source becomes its row
+        info.update(status="error", error=f"probe_failed: {type(err).__name__}: {err}")
+    if info["video_id"] is None:
+        info["video_id"] = video_id_from_uri(uri)
+    return info
+
+
+def _identify(uri: str) -> tuple[str, int]:
+    if is_local(uri):
+        path = local_name(uri)
+        if os.path.isdir(path):
+            raise SourceError("not_a_file", "is a directory")
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as handle:
+                video_id = video_id_from_file(handle, size)
+        except OSError as err:
+            raise SourceError("unreadable", err.strerror or str(err)) from None
+    else:
+        from pyarrow import fs
+
+        filesystem, path = fs.FileSystem.from_uri(uri)
+        size = filesystem.get_file_info(path).size
+        with filesystem.open_input_file(path) as handle:
+            video_id = video_id_from_file(handle, size)
+    if size == 0:
+        raise SourceError("empty_file")
+    return video_id, size
+
+
+def _container_metadata(path: str) -> dict[str, Any]:
+    import av
+
+    try:
+        container = av.open(path)
+    except av.FFmpegError as err:
+        raise SourceError("invalid_container", str(err)) from None
+    with container:
+        if not container.streams.video:
+            raise SourceError("no_video_stream", f"streams: {[s.type for s in container.streams]}")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        else:
+            duration = None
+        try:
+            first = next(container.decode(stream), None)
+        except av.FFmpegError as err:
+            raise SourceError("decode_failed", f"first frame: {err}") from None
+        if first is None:
+            raise SourceError("no_decodable_frames")
+        rotation = int(getattr(first, "rotation", 0) or 0) % 360
+        width, height = first.width, first.height
+        if rotation in (90, 270):
+            width, height = height, width
+        return {
+            "container": container.format.name,
+            "codec": ctx.name,
+            "pix_fmt": ctx.format.name if ctx.format else None,
+            "bit_rate": ctx.bit_rate or container.bit_rate or None,
+            "duration_s": duration,
+            "fps": fps,
+            "num_frames": stream.frames or None,
+            "width": width,
+            "height": height,
+            "rotation": rotation,
+            "has_audio": bool(container.streams.audio),
+        }

