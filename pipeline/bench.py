@@ -44,7 +44,7 @@ def main(args) -> int:
     path, true_cuts = _input_video(args)
     result = run_bench(path, repeats)
     result.update(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                  command=_command_line(args), machine=machine_info())
+                  command=_command_line(args, repeats), machine=machine_info())
     result["cuts"]["truth"] = true_cuts
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
@@ -89,53 +89,64 @@ def run_bench(path: str, repeats: int) -> dict:
     video = probed.column("video")[0].as_py()
     if video["status"] != "ok":
         raise RuntimeError(f"probe failed on {path}: {video['error']}")
-    small = decode_size(video["width"], video["height"], stage.decode_short_side)
+    w, h = video["width"], video["height"]
+    small = decode_size(*((h, w) if video["rotation"] in (90, 270) else (w, h)), stage.decode_short_side)
     threads = max(1, int(stage.resources.cpus))  # the decoder threads Split gives decord
-    Path(path).read_bytes()  # warm the page cache so the first method doesn't pay the disk read
-    outdir = tempfile.mkdtemp(prefix="vidprep-bench-")
     found: dict[str, list[int]] = {}
-    frames: dict[str, int] = {}
+    decoded: dict[str, tuple[int, float]] = {}
 
     def split() -> None:
         out = stage(probed).column("video")[0].as_py()
-        found["split"], frames["split"] = list(out["cuts"] or []), out["num_frames"]
-
-    def cli() -> None:
-        found["scenedetect"] = scenedetect_cli(path, outdir, video["fps"])
+        if out["status"] != "ok":
+            raise RuntimeError(f"split failed on {path}: {out['error']}")
+        found["split"] = list(out["cuts"] or [])
 
     def decode_small() -> None:
-        frames["decode"] = decode_all(path, small, stage.chunk_frames, threads)
+        decoded["small"] = decode_all(path, small, stage.chunk_frames, threads)
 
-    def decode_full() -> None:
-        decode_all(path, None, stage.chunk_frames, threads)
+    with tempfile.TemporaryDirectory(prefix="vidprep-bench-") as outdir:
+        def cli() -> None:
+            found["scenedetect"] = scenedetect_cli(path, outdir)
 
-    methods = {"split": split, "scenedetect": cli, "decode_small": decode_small, "decode_full": decode_full}
+        def decode_full() -> None:
+            decode_all(path, None, stage.chunk_frames, threads)
+
+        methods = {"split": split, "scenedetect": cli, "decode_small": decode_small, "decode_full": decode_full}
+        times = time_interleaved(methods, repeats, warm_file=path)
+    num_frames, fps = decoded["small"]
+    settings = {"detector": stage.detector, "decode_short_side": stage.decode_short_side,
+                "decode_size": list(small), "chunk_frames": stage.chunk_frames, "decode_threads": threads}
+    return _results(times, found, video, num_frames, fps, settings, probe_s)
+
+
+def time_interleaved(methods: dict, repeats: int, warm_file: str) -> dict[str, list[float]]:
+    """Wall times of each method, run A, B, C, D, A, B, ... so load drift is shared."""
+    Path(warm_file).read_bytes()  # page cache: the first method shouldn't pay the disk read
     times: dict[str, list[float]] = {name: [] for name in methods}
-    try:
-        for _ in range(repeats):
-            for name, method in methods.items():
-                started = time.perf_counter()
-                method()
-                times[name].append(time.perf_counter() - started)
-    finally:
-        shutil.rmtree(outdir, ignore_errors=True)
-    num_frames = frames["decode"]
-    duration = num_frames / video["fps"]  # decoded frames, not the container's claim
+    for _ in range(repeats):
+        for name, method in methods.items():
+            started = time.perf_counter()
+            method()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+def _results(times, found, video, num_frames, fps, settings, probe_s) -> dict:
+    duration = num_frames / fps  # decoded frames, not the container's claim
     summary = {name: _summarise(ts, num_frames, duration) for name, ts in times.items()}
     median = {name: s["median_s"] for name, s in summary.items()}
     return {
-        "benchmark": "split", "repeats": repeats, "probe_s": probe_s,
-        "video": {"path": path, "width": video["width"], "height": video["height"], "fps": video["fps"],
+        "benchmark": "split", "repeats": len(times["split"]), "probe_s": probe_s,
+        "video": {"path": video["source_uri"], "width": video["width"], "height": video["height"], "fps": fps,
                   "codec": video["codec"], "frames": num_frames, "duration_s": duration},
-        "settings": {"detector": stage.detector, "decode_short_side": stage.decode_short_side,
-                     "decode_size": list(small), "chunk_frames": stage.chunk_frames, "decode_threads": threads},
+        "settings": settings,
         "methods": {name: {"label": LABELS[name], **s} for name, s in summary.items()},
         "ratios": {"cli_over_split": median["scenedetect"] / median["split"], "goal_cli_over_split": GOAL_VS_CLI,
                    "split_over_decode_small": median["split"] / median["decode_small"],
                    "goal_split_over_decode_small": GOAL_VS_DECODE,
                    "split_over_decode_full": median["split"] / median["decode_full"]},
         "cuts": {"split": found["split"], "scenedetect": found["scenedetect"], "tolerance_frames": 1,
-                 "match": cuts_match(found["split"], found["scenedetect"]), "split_frames": frames["split"]},
+                 "match": cuts_match(found["split"], found["scenedetect"])},
     }
 
 
@@ -145,8 +156,8 @@ def _summarise(times: list[float], num_frames: int, duration: float) -> dict:
             "x_realtime": duration / median}
 
 
-def decode_all(path: str, size: tuple[int, int] | None, chunk: int, threads: int) -> int:
-    """Decode every frame as Split does (same reader options, batches, asnumpy); returns the count."""
+def decode_all(path: str, size: tuple[int, int] | None, chunk: int, threads: int) -> tuple[int, float]:
+    """Decode every frame as Split does (same reader options, batches, asnumpy); returns (frames, fps)."""
     import decord
 
     width, height = size or (-1, -1)
@@ -154,10 +165,10 @@ def decode_all(path: str, size: tuple[int, int] | None, chunk: int, threads: int
     total = len(reader)
     for begin in range(0, total, chunk):
         reader.get_batch(list(range(begin, min(begin + chunk, total)))).asnumpy()
-    return total
+    return total, float(reader.get_avg_fps())
 
 
-def scenedetect_cli(path: str, outdir: str, fps: float) -> list[int]:
+def scenedetect_cli(path: str, outdir: str) -> list[int]:
     """Run the CLI with its detector defaults; returns 0-based cuts (first frame of each new scene)."""
     csv_path = Path(outdir) / "scenes.csv"
     csv_path.unlink(missing_ok=True)  # never parse a previous repeat's file
@@ -165,7 +176,7 @@ def scenedetect_cli(path: str, outdir: str, fps: float) -> list[int]:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not csv_path.is_file():
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return parse_scenes_csv(csv_path.read_text(), fps)
+    return parse_scenes_csv(csv_path.read_text())
 
 
 def _scenedetect_exe() -> list[str]:
@@ -177,18 +188,17 @@ def _scenedetect_exe() -> list[str]:
     return [found] if found else [sys.executable, "-m", "scenedetect"]
 
 
-def parse_scenes_csv(text: str, fps: float) -> list[int]:
-    """Cuts from list-scenes' CSV. Its "Start Frame" is 1-based (scene 1 starts at 1), so
-    the 0-based cut is Start Frame - 1; checked against "Start Time (seconds)" × fps."""
+def parse_scenes_csv(text: str) -> list[int]:
+    """0-based cuts from list-scenes' CSV. Its "Start Frame" is 1-based in 0.6/0.7 (scene 1
+    starts at 1); the first scene always starts at the video's first frame, so its number
+    is the base, whichever a version uses."""
     lines = text.splitlines()
-    if lines and lines[0].startswith("Timecode List"):  # the cut list row before the header
+    if lines and lines[0].startswith("Timecode List"):  # the cut list row above the header
         lines = lines[1:]
-    rows = list(csv.DictReader(lines))
-    cuts = [int(row["Start Frame"]) - 1 for row in rows[1:]]
-    for cut, row in zip(cuts, rows[1:]):
-        if abs(float(row["Start Time (seconds)"]) * fps - cut) > 1:
-            raise RuntimeError(f"scenedetect CSV frame base unexpected: frame {cut} vs {row['Start Time (seconds)']} s")
-    return cuts
+    starts = [int(row["Start Frame"]) for row in csv.DictReader(lines)]
+    if not starts or starts[0] not in (0, 1):
+        raise RuntimeError(f"scenedetect CSV: unexpected first scene start {starts[:1]}")
+    return [start - starts[0] for start in starts[1:]]
 
 
 def cuts_match(a: list[int], b: list[int], tolerance: int = 1) -> bool:
@@ -215,11 +225,12 @@ def machine_info() -> dict:
             "python": platform.python_version(), "packages": packages}
 
 
-def _command_line(args) -> str:
-    # Rebuilt from the parsed arguments so it is the same whether run via the CLI, make, or a test.
+def _command_line(args, repeats: int) -> str:
+    # Rebuilt from the parsed arguments (with the repeats actually run) so it reads the same
+    # whether run via the CLI, make, or a test.
     parts = ["vidprep", "bench"] + (["--quick"] if args.quick else [])
     parts += ["--video", args.video] if args.video else []
-    parts += ["--repeats", str(args.repeats), "--json", str(args.json)]
+    parts += ["--repeats", str(repeats), "--json", str(args.json)]
     parts += ["--markdown", str(args.markdown)] if args.markdown else []
     return " ".join(parts)
 

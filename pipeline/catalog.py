@@ -50,7 +50,12 @@ def query(out: str | Path, sql: str) -> pa.Table:
     # Only files under OUT may be read, and no setting may be changed back.
     con.execute(f"SET allowed_directories = [{_quote(str(Path(out).resolve()) + '/')}]")
     con.execute("SET enable_external_access = false; SET lock_configuration = true")
-    return arrow(con.sql(sql))
+    try:
+        return arrow(con.sql(sql))
+    except duckdb.PermissionException as err:
+        raise PermissionError(f"the catalog query may only read files under {out}: {err}") from None
+    except duckdb.Error as err:  # a SQL mistake is the user's input, not a crash
+        raise ValueError(f"query failed: {err}") from None
 
 
 def arrow(relation) -> pa.Table:

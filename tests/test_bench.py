@@ -47,4 +47,4 @@ def test_parse_scenes_csv_is_one_based():
     text = ("Timecode List:,00:00:01.250\n"
             "Scene Number,Start Frame,Start Timecode,Start Time (seconds),End Frame\n"
             "1,1,00:00:00.000,0.000,30\n2,31,00:00:01.250,1.250,120\n")
-    assert bench.parse_scenes_csv(text, 24.0) == [30]
+    assert bench.parse_scenes_csv(text) == [30]
