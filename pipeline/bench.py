@@ -33,6 +33,8 @@ GOAL_VS_CLI, GOAL_VS_DECODE = 1.5, 1.2
 # Synthetic 1280x720 24 fps scenes (frames): ~60 s for the full run, ~10 s for --quick.
 FULL_SCENES = [96, 150, 72, 200, 120, 48, 180, 110, 144, 90, 130, 100]
 QUICK_SCENES = [72, 96, 72]
+# The CLI's default detector run; -q and -f only silence the terminal and fix the CSV's name.
+CLI_ARGS = ["-q", "-i", "{video}", "-o", "{outdir}", "detect-adaptive", "list-scenes", "-f", "scenes.csv"]
 LABELS = {"split": "vidprep split", "scenedetect": "scenedetect CLI (detect-adaptive)",
           "decode_small": "decord decode, Split's size", "decode_full": "decord decode, full size"}
 
@@ -115,7 +117,8 @@ def run_bench(path: str, repeats: int) -> dict:
         times = time_interleaved(methods, repeats, warm_file=path)
     num_frames, fps = decoded["small"]
     settings = {"detector": stage.detector, "decode_short_side": stage.decode_short_side,
-                "decode_size": list(small), "chunk_frames": stage.chunk_frames, "decode_threads": threads}
+                "decode_size": list(small), "chunk_frames": stage.chunk_frames, "decode_threads": threads,
+                "scenedetect_cli": " ".join(["scenedetect", *CLI_ARGS])}
     return _results(times, found, video, num_frames, fps, settings, probe_s)
 
 
@@ -133,7 +136,9 @@ def time_interleaved(methods: dict, repeats: int, warm_file: str) -> dict[str, l
 
 def _results(times, found, video, num_frames, fps, settings, probe_s) -> dict:
     duration = num_frames / fps  # decoded frames, not the container's claim
-    summary = {name: _summarise(ts, num_frames, duration) for name, ts in times.items()}
+    summary = {name: {"times_s": ts, "median_s": statistics.median(ts)} for name, ts in times.items()}
+    for s in summary.values():
+        s.update(frames_per_s=num_frames / s["median_s"], x_realtime=duration / s["median_s"])
     median = {name: s["median_s"] for name, s in summary.items()}
     return {
         "benchmark": "split", "repeats": len(times["split"]), "probe_s": probe_s,
@@ -148,12 +153,6 @@ def _results(times, found, video, num_frames, fps, settings, probe_s) -> dict:
         "cuts": {"split": found["split"], "scenedetect": found["scenedetect"], "tolerance_frames": 1,
                  "match": cuts_match(found["split"], found["scenedetect"])},
     }
-
-
-def _summarise(times: list[float], num_frames: int, duration: float) -> dict:
-    median = statistics.median(times)
-    return {"times_s": times, "median_s": median, "frames_per_s": num_frames / median,
-            "x_realtime": duration / median}
 
 
 def decode_all(path: str, size: tuple[int, int] | None, chunk: int, threads: int) -> tuple[int, float]:
@@ -172,7 +171,7 @@ def scenedetect_cli(path: str, outdir: str) -> list[int]:
     """Run the CLI with its detector defaults; returns 0-based cuts (first frame of each new scene)."""
     csv_path = Path(outdir) / "scenes.csv"
     csv_path.unlink(missing_ok=True)  # never parse a previous repeat's file
-    cmd = [*_scenedetect_exe(), "-q", "-i", path, "-o", outdir, "detect-adaptive", "list-scenes", "-f", "scenes.csv"]
+    cmd = [*_scenedetect_exe(), *(a.format(video=path, outdir=outdir) for a in CLI_ARGS)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not csv_path.is_file():
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -215,14 +214,17 @@ def machine_info() -> dict:
     except OSError:
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    packages = {}
-    for name in ("ray", "decord", "scenedetect", "opencv-python-headless", "opencv-python", "av", "numpy", "pyarrow"):
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = None
+    names = ("ray", "decord", "scenedetect", "opencv-python-headless", "opencv-python", "av", "numpy", "pyarrow")
+    packages = {name: _version(name) for name in names}
     return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "os": platform.platform(),
             "python": platform.python_version(), "packages": packages}
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _command_line(args, repeats: int) -> str:

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo-videos", help="write the demo's synthetic videos (with real cuts)")
     d.add_argument("folder")
 
+    m = sub.add_parser("demo-models", help="build the demo's tiny random models (offline; meaningless outputs)")
+    m.add_argument("folder")
+
     b = sub.add_parser("bench", help="benchmarks; results to JSON and docs/BENCHMARKS.md")
     b.add_argument("--quick", action="store_true")
     b.add_argument("--video", help="a video to split (default: a synthetic 720p H.264 file)")
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        return {"run": _run, "query": _query, "demo-videos": _demo_videos, "bench": _bench}[args.command](args)
+        return {"run": _run, "query": _query, "demo-videos": _demo_videos, "demo-models": _demo_models,
+                "bench": _bench}[args.command](args)
     except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as err:
         print(f"vidprep {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -111,6 +115,14 @@ def _demo_videos(args) -> int:
 
     for name, cuts in write_demo_videos(args.folder).items():
         print(f"{Path(args.folder) / name}: cuts at frames {[int(c) for c in cuts]}")
+    return 0
+
+
+def _demo_models(args) -> int:
+    from pipeline.tiny import build_all
+
+    for name, path in build_all(args.folder).items():
+        print(f"{name}: {path}")
     return 0
 
 

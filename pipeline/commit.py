@@ -43,12 +43,14 @@ class WaveWriter:
     """Last task of the plan: writes each wave's rows of a batch to staging; returns a manifest."""
 
     out: str
+    clips_schema: pa.Schema = CLIPS  # CLIPS plus the catalog_fields of the enabled stages
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         manifests = []
         for wave_id in pc.unique(batch.column("wave_id")).to_pylist():
             rows = batch.filter(pc.equal(batch.column("wave_id"), wave_id))
-            files = [self._write(wave_id, name, table) for name, table in catalog_tables(rows).items()
+            files = [self._write(wave_id, name, table)
+                     for name, table in catalog_tables(rows, self.clips_schema).items()
                      if table.num_rows]
             counts = rows.group_by("source_uri").aggregate([("video_rows", "max"), ("source_uri", "count")])
             manifests.append(pa.table({
@@ -73,7 +75,7 @@ class WaveWriter:
                 "blake2b": _file_hash(path)}
 
 
-def catalog_tables(rows: pa.Table) -> dict[str, pa.Table]:
+def catalog_tables(rows: pa.Table, clips_schema: pa.Schema = CLIPS) -> dict[str, pa.Table]:
     """Split in-flight rows into the `videos` and `clips` catalog tables, conformed to their schemas."""
     is_video = pc.fill_null(rows.column("is_video_row"), False)
     video_rows = rows.filter(is_video)
@@ -81,7 +83,7 @@ def catalog_tables(rows: pa.Table) -> dict[str, pa.Table]:
     videos = videos.append_column("wave_id", video_rows.column("wave_id"))
     clips = rows.filter(pc.is_valid(rows.column("clip_id")))
     clips = clips.sort_by([("source_uri", "ascending"), ("clip_index", "ascending")])
-    return {"videos": conform(videos.sort_by("source_uri"), VIDEOS), "clips": conform(clips, CLIPS)}
+    return {"videos": conform(videos.sort_by("source_uri"), VIDEOS), "clips": conform(clips, clips_schema)}
 
 
 class CommitLog:

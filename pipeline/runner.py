@@ -25,6 +25,7 @@ from pipeline.faults import crash_point
 from pipeline.listing import list_sources
 from pipeline.typed import ConfigError
 from pipeline.waves import WaveTracker
+from schemas.catalog import CLIPS, extend
 
 log = logging.getLogger("vidprep")
 PENDING_SCHEMA = pa.schema([("ordinal", pa.int64()), ("source_uri", pa.string()), ("wave_id", pa.string())])
@@ -78,9 +79,11 @@ def _execute(config: Config, pending: Path, result: RunResult, wave_sizes: dict[
     else:
         executor = SequentialExecutor(config.run.videos_per_task, config.run.writer_rows)
     tracker = WaveTracker(wave_sizes)
-    writer = WaveWriter(str(result.out.resolve()))  # workers may run in another working directory
+    plan = config.plan()
+    clips_schema = extend(CLIPS, [f for stage in plan for f in stage.catalog_fields])
+    writer = WaveWriter(str(result.out.resolve()), clips_schema)  # absolute: workers may run elsewhere
     fingerprint = config.fingerprint()
-    for manifest in executor.execute(pending, result.processed, config.plan(), writer):
+    for manifest in executor.execute(pending, result.processed, plan, writer):
         crash_point("manifest")
         for wave_id in tracker.add(manifest):
             sources, files = tracker.take(wave_id)

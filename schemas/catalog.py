@@ -66,6 +66,17 @@ CLIPS = pa.schema(
 )
 
 
+def extend(schema: pa.Schema, fields) -> pa.Schema:
+    """`schema` plus the columns later stages add (a name may be added twice only with one type)."""
+    for field in fields:
+        index = schema.get_field_index(field.name)
+        if index < 0:
+            schema = schema.append(field)
+        elif not schema.field(index).type.equals(field.type):
+            raise ValueError(f"column {field.name!r} added as {field.type}, already {schema.field(index).type}")
+    return schema
+
+
 def validate(table: pa.Table, schema: pa.Schema) -> None:
     """Raise ValueError naming each column that is missing, mistyped or null where it may not be."""
     problems = []

@@ -44,6 +44,8 @@ class Stage:
     name: ClassVar[str] = ""
     inputs: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
+    # Columns this stage adds to the `clips` catalog table (the rest of `outputs` stay in flight).
+    catalog_fields: ClassVar[tuple[pa.Field, ...]] = ()
 
     resources: Resources = field(default_factory=Resources)
 
@@ -56,6 +58,14 @@ class Stage:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         raise NotImplementedError
+
+    @staticmethod
+    def accepted(batch: pa.Table) -> list[int]:
+        """Rows a clip stage works on: clips still accepted. Other rows get nulls in its columns."""
+        import pyarrow.compute as pc
+
+        mask = pc.fill_null(pc.equal(batch.column("status"), "accepted"), False)
+        return [i for i, keep in enumerate(mask.to_pylist()) if keep]
 
     def check_inputs(self, batch: pa.Table) -> None:
         missing = [c for c in self.inputs if c not in batch.column_names]
