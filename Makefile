@@ -11,7 +11,8 @@ STAMP  := $(VENV)/.installed-stamp
 # so GPU users keep their own CUDA torch.
 TORCH_PINS := torch==2.13.0 torchvision==0.28.0
 PINS := ray[data]==2.60.0 pyarrow==26.0.1 duckdb==2.0.0 decord==0.6.0 scenedetect==0.7.2 \
-        opencv-python-headless==5.0.0.93 av==18.1.0 numpy==2.4.6 pillow==13.0.0 pyyaml==6.0.3 \
+        opencv-python-headless==5.0.0.93 av==18.1.0 diffusers==0.42.1 transformers==5.23.0 \
+        safetensors==0.8.0 numpy==2.4.6 pillow==13.0.0 pyyaml==6.0.3 \
         pytest==9.2.0 pytest-timeout==2.4.0 scikit-video==1.1.11
 
 DEMO_DIR ?= demo
@@ -36,6 +37,7 @@ test: install
 demo: install
 	rm -rf $(DEMO_DIR)/out
 	$(VENV)/bin/vidprep demo-videos $(DEMO_DIR)/videos
+	$(VENV)/bin/vidprep demo-models $(DEMO_DIR)/models
 	$(VENV)/bin/vidprep run --config configs/demo.yaml --input $(DEMO_DIR)/videos --output $(DEMO_DIR)/out
 	$(VENV)/bin/vidprep query $(DEMO_DIR)/out \
 	  "SELECT regexp_extract(source_uri, '[^/]+$$') AS video, clip_index, start_frame, end_frame, \

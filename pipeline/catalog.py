@@ -12,14 +12,18 @@ import duckdb
 import pyarrow as pa
 
 from pipeline.commit import CommitLog
+from pipeline.status import attach as attach_status
 from schemas.catalog import CLIPS, VIDEOS
+from schemas.shards import SHARD_INDEX, SHARD_STATS, SHARDS
 
-TABLES = {"videos": VIDEOS, "clips": CLIPS}  # later stages add theirs here
+# View name → schema of its committed files (later stages add theirs here).
+TABLES = {"videos": VIDEOS, "clips": CLIPS, "shards": SHARDS, "shard_index": SHARD_INDEX, "shard_stats": SHARD_STATS}
 READ_STATEMENTS = {"SELECT", "EXPLAIN"}  # what `vidprep query` lets through
 
 
 def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with views `videos`, `clips`, `commits` over OUT."""
+    """An in-memory DuckDB connection with views `videos`, `clips`, `shards`, `shard_index`, `shard_stats`
+    and `commits` over OUT."""
     out = Path(out)
     if not (out / "_commits").is_dir() and not (out / "run.json").exists():
         raise FileNotFoundError(f"{out} is not a vidprep output (no _commits/ or run.json)")
@@ -33,6 +37,7 @@ def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
         else:
             con.register(f"_empty_{name}", schema.empty_table())
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
+    attach_status(con, out)  # clips = clips_written + the newest status overlay (pipeline/status.py)
     con.register("_commits", _commits_table(log))
     con.execute("CREATE VIEW commits AS SELECT * FROM _commits")
     return con

@@ -49,9 +49,9 @@ class WaveWriter:
         manifests = []
         for wave_id in pc.unique(batch.column("wave_id")).to_pylist():
             rows = batch.filter(pc.equal(batch.column("wave_id"), wave_id))
-            files = [self._write(wave_id, name, table)
-                     for name, table in catalog_tables(rows, self.clips_schema).items()
-                     if table.num_rows]
+            files = [self._write(wave_id, f"catalog/{name}", name, table)
+                     for name, table in catalog_tables(rows, self.clips_schema).items() if table.num_rows]
+            files += self._write_shards(wave_id, rows)
             counts = rows.group_by("source_uri").aggregate([("video_rows", "max"), ("source_uri", "count")])
             manifests.append(pa.table({
                 "wave_id": pa.array([wave_id] * counts.num_rows, pa.string()),
@@ -62,17 +62,36 @@ class WaveWriter:
             }, schema=MANIFEST))
         return pa.concat_tables(manifests) if manifests else MANIFEST.empty_table()
 
-    def _write(self, wave_id: str, name: str, table: pa.Table) -> dict[str, Any]:
+    def _write_shards(self, wave_id: str, rows: pa.Table) -> list[dict[str, Any]]:
+        from pipeline.shards import index_table, shard_tables, stats_table
+
+        files = []
+        for bucket, (shard, options) in shard_tables(rows).items():
+            info = self._write(wave_id, f"shards/{bucket}", "shards", shard, **options)
+            final = published_path(info["path"], wave_id)
+            files += [info,
+                      self._write(wave_id, "shards/_index", "shard_index",
+                                  index_table(shard, final, options["row_group_size"])),
+                      self._write(wave_id, "shards/_stats", "shard_stats", stats_table(shard))]
+        return files
+
+    def _write(self, wave_id: str, folder: str, table_name: str, table: pa.Table, **options) -> dict[str, Any]:
         # Named after its content: a retried task rewrites the same file rather than adding one.
-        key = "\n".join(table.column(0).to_pylist()).encode()
-        rel = f"catalog/{name}/part-{hashlib.blake2b(key, digest_size=8).hexdigest()}.parquet"
+        key = "\n".join(map(str, table.column(0).to_pylist())).encode()
+        rel = f"{folder}/part-{hashlib.blake2b(key, digest_size=8).hexdigest()}.parquet"
         path = Path(self.out, STAGING, wave_id, rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        pq.write_table(table, tmp, compression="zstd", row_group_size=4096)
+        pq.write_table(table, tmp, **({"compression": "zstd", "row_group_size": 4096} | options))
         os.replace(tmp, path)
-        return {"path": rel, "table": name, "rows": table.num_rows, "bytes": path.stat().st_size,
+        return {"path": rel, "table": table_name, "rows": table.num_rows, "bytes": path.stat().st_size,
                 "blake2b": _file_hash(path)}
+
+
+def published_path(rel: str, wave_id: str) -> str:
+    """Where a staged file lands: its folder, its name prefixed by the wave (unique across waves)."""
+    rel_path = Path(rel)
+    return str(rel_path.parent / f"{wave_id}-{rel_path.name}")
 
 
 def catalog_tables(rows: pa.Table, clips_schema: pa.Schema = CLIPS) -> dict[str, pa.Table]:
@@ -126,11 +145,10 @@ class CommitLog:
         """Publish a staged wave: rename its files into place, then write its record atomically."""
         published = []
         for info in sorted(files, key=lambda f: f["path"]):
-            rel = Path(info["path"])
-            final = rel.parent / f"{wave_id}-{rel.name}"
-            (self.out / final.parent).mkdir(parents=True, exist_ok=True)
-            os.replace(self.out / STAGING / wave_id / rel, self.out / final)
-            published.append({**info, "path": str(final)})
+            final = published_path(info["path"], wave_id)
+            (self.out / final).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.out / STAGING / wave_id / info["path"], self.out / final)
+            published.append({**info, "path": final})
         for folder in {self.out / Path(p["path"]).parent for p in published}:
             _fsync_dir(folder)
         crash_point("published")

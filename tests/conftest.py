@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.config import load_config
 from pipeline.synth import write_video
@@ -34,10 +35,28 @@ def corpus_dir(corpus) -> str:
     return str(Path(next(iter(corpus.values()))[0]).parent)
 
 
+DEMO_YAML = Path(__file__).parents[1] / "configs" / "demo.yaml"
+
+
+@pytest.fixture(scope="session")
+def demo_yaml(tmp_path_factory):
+    """make(stages) → configs/demo.yaml cut down to `stages` (the demo's model stages need its tiny models)."""
+    folder = tmp_path_factory.mktemp("configs")
+
+    def make(stages=("probe", "split")) -> Path:
+        data = yaml.safe_load(DEMO_YAML.read_text())
+        data["stages"] = {name: settings for name, settings in data["stages"].items() if name in stages}
+        path = folder / f"demo-{'-'.join(stages)}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    return make
+
+
 @pytest.fixture
-def demo_config():
-    """The demo config, on the sequential runner unless a test says otherwise."""
-    return load_config(Path(__file__).parents[1] / "configs" / "demo.yaml", ["run.runner=sequential"])
+def demo_config(demo_yaml):
+    """The demo config's splitting settings, on the sequential runner."""
+    return load_config(demo_yaml(), ["run.runner=sequential"])
 
 
 @pytest.fixture(scope="session")

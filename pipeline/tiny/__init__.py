@@ -14,7 +14,10 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-BUILDERS: dict[str, str] = {}  # name → module under pipeline.tiny, each with build(folder)
+BUILDERS: dict[str, str] = {  # name → module under pipeline.tiny, each with build(folder)
+    "vae": "vae",
+    "text": "text",
+}
 
 
 def build_all(folder: str | Path) -> dict[str, str]:

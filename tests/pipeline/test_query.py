@@ -14,12 +14,10 @@ from schemas.catalog import CLIPS, VIDEOS
 
 
 @pytest.fixture(scope="module")
-def out(corpus_dir, tmp_path_factory):
-    from pathlib import Path
-
+def out(corpus_dir, demo_yaml, tmp_path_factory):
     from pipeline.config import load_config
 
-    config = load_config(Path(__file__).parents[2] / "configs/demo.yaml", ["run.runner=sequential"])
+    config = load_config(demo_yaml(), ["run.runner=sequential"])
     folder = tmp_path_factory.mktemp("out")
     run(config, corpus_dir, folder, progress=False)
     return folder

@@ -25,7 +25,7 @@ def rows(out):
             con.execute("SELECT source_uri, status, error, cuts FROM videos ORDER BY 1").fetchall())
 
 
-def test_ray_plan_equals_sequential_runner(ray_cluster, corpus_dir, tmp_path):
+def test_ray_plan_equals_sequential_runner(ray_cluster, corpus_dir, demo_yaml, tmp_path):
     (tmp_path / "in").mkdir()
     for name in ["broken.mp4"]:
         (tmp_path / "in" / name).write_bytes(b"not a video at all" * 100)
@@ -33,7 +33,7 @@ def test_ray_plan_equals_sequential_runner(ray_cluster, corpus_dir, tmp_path):
 
     for path in sorted(__import__("pathlib").Path(corpus_dir).glob("*.mp4")):
         shutil.copy(path, tmp_path / "in" / path.name)
-    base = __import__("pathlib").Path(__file__).parents[2] / "configs/demo.yaml"
+    base = demo_yaml()
     sequential = run(load_config(base, ["run.runner=sequential"]), str(tmp_path / "in"), tmp_path / "seq",
                      progress=False)
     on_ray = run(load_config(base, ["run.runner=ray", "run.wave_size=2"]), str(tmp_path / "in"),

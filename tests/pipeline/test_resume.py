@@ -11,7 +11,6 @@ from pipeline.catalog import connect
 from pipeline.commit import CommitLog
 from pipeline.runner import run
 
-ROOT = Path(__file__).parents[2]
 
 
 def catalog_rows(out) -> tuple[list, list]:
@@ -28,32 +27,32 @@ def assert_no_orphans(out: Path):
     assert not any((out / "_staging").rglob("*.parquet")) if (out / "_staging").exists() else True
 
 
-def run_cli(corpus_dir, out, crash=None):
+def run_cli(config, corpus_dir, out, crash=None):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("VIDPREP_CRASH_AT", None)
     if crash:
         env["VIDPREP_CRASH_AT"] = crash
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "-c", str(ROOT / "configs/demo.yaml"),
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "-c", str(config),
                            "-i", corpus_dir, "-o", str(out), "--runner", "sequential",
                            "--set", "run.wave_size=1", "--set", "run.writer_rows=1"],
                           capture_output=True, text=True, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
-def unbroken(corpus_dir, tmp_path_factory):
+def unbroken(corpus_dir, demo_yaml, tmp_path_factory):
     out = tmp_path_factory.mktemp("unbroken")
-    assert run_cli(corpus_dir, out).returncode == 0
+    assert run_cli(demo_yaml(), corpus_dir, out).returncode == 0
     return catalog_rows(out)
 
 
 @pytest.mark.parametrize("crash", ["manifest:2", "published:1", "published:2", "committed:2"])
-def test_killed_run_then_rerun_equals_unbroken_run(corpus_dir, tmp_path, unbroken, crash):
+def test_killed_run_then_rerun_equals_unbroken_run(corpus_dir, demo_yaml, tmp_path, unbroken, crash):
     out = tmp_path / "out"
-    killed = run_cli(corpus_dir, out, crash)
+    killed = run_cli(demo_yaml(), corpus_dir, out, crash)
     assert killed.returncode == -9, killed.stderr[-2000:]
     committed_before = len(list(CommitLog(out).records()))
     assert committed_before < 3  # the kill really interrupted the run
-    rerun = run_cli(corpus_dir, out)
+    rerun = run_cli(demo_yaml(), corpus_dir, out)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"videos skipped (already committed)  {committed_before}" in rerun.stdout
     clips, videos = catalog_rows(out)
@@ -80,12 +79,12 @@ def test_orphan_files_are_invisible_and_removed(corpus_dir, demo_config, tmp_pat
     assert result.recovered["orphans"] == 1 and not orphan.exists()
 
 
-def test_changed_stage_settings_are_refused(corpus_dir, demo_config, tmp_path):
+def test_changed_stage_settings_are_refused(corpus_dir, demo_config, demo_yaml, tmp_path):
     from pipeline.config import load_config
     from pipeline.typed import ConfigError
 
     run(demo_config, corpus_dir, tmp_path, progress=False)
-    other = load_config(ROOT / "configs/demo.yaml", ["run.runner=sequential", "stages.split.max_clip_s=3"])
+    other = load_config(demo_yaml(), ["run.runner=sequential", "stages.split.max_clip_s=3"])
     with pytest.raises(ConfigError, match="other stage settings"):
         run(other, corpus_dir, tmp_path, progress=False)
     run(other, corpus_dir, tmp_path, progress=False, allow_config_change=True)  # explicit opt-in works

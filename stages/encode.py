@@ -1,0 +1,186 @@
+"""Stage `encode` (1:1 clip → clip + latents, GPU actor): VAE latents and text embeddings for training.
+
+Accepted clips only: each goes to its bucket (`_buckets`), decord decodes just
+the frames it needs at the bucket's resize size, a diffusers VAE encodes
+same-bucket clips in batches, and the normalised posterior mean (log-variance
+optional) leaves as raw C-order bytes plus a shape. caption_long/caption_short,
+when an earlier stage wrote them, are embedded by the configured text encoder.
+A clip shorter than every bucket is rejected (`too_short_for_bucket`); one
+that fails to decode becomes status `error` (`encode_failed: …`).
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from stages._buckets import Bucket, assign, centre_crop, frame_indices, parse_ratio, resize_for
+from stages._video import local_copy, rotate
+from stages.base import Stage, require
+
+SHAPE = pa.list_(pa.int32())
+OUTPUTS = pa.schema([
+    ("bucket", pa.string()), ("latent", pa.binary()), ("latent_shape", SHAPE), ("latent_dtype", pa.string()),
+    ("latent_logvar", pa.binary()), ("text_long", pa.binary()), ("text_long_shape", SHAPE),
+    ("text_short", pa.binary()), ("text_short_shape", SHAPE), ("text_dtype", pa.string()),
+    ("enc_fps", pa.float64()), ("enc_num_frames", pa.int32()), ("enc_height", pa.int32()), ("enc_width", pa.int32()),
+    ("latent_meta", pa.string()),  # JSON: VAE id/class/factors, text encoder; becomes shard file metadata
+])
+
+
+@dataclass
+class Encode(Stage):
+    name = "encode"
+    inputs = ("clip_id", "status", "start_frame", "end_frame", "fps", "width", "height", "video")
+    outputs = tuple(OUTPUTS.names)
+    catalog_fields = (pa.field("bucket", pa.string()), pa.field("latent_shape", SHAPE),
+                      pa.field("vae_id", pa.string()), pa.field("vae_scaling_factor", pa.float64()),
+                      pa.field("vae_shift_factor", pa.float64()))
+
+    vae: str = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"  # hub id or local directory
+    vae_subfolder: str | None = "vae"
+    vae_kind: Literal["auto", "kl", "wan", "cogvideox", "hunyuan", "ltx"] = "wan"
+    vae_revision: str | None = None
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # compute: bf16 on GPU, fp32 on CPU
+    latent_dtype: Literal["float16", "bfloat16", "float32"] = "float16"  # storage
+    store_logvar: bool = False
+    tiling: bool = False  # bound VAE memory on large buckets
+    resolutions: list[int] = field(default_factory=lambda: [256])  # pixel budgets: area of a side² square
+    aspect_ratios: list[str] = field(default_factory=lambda: ["9:16", "3:4", "1:1", "4:3", "16:9"])
+    frame_counts: list[int] = field(default_factory=lambda: [17, 33, 49])  # 4k+1 for Wan's causal VAE
+    target_fps: float = 8.0
+    patch_size: int = 2  # the DiT's spatial patch: bucket sides are multiples of VAE stride × patch
+    clips_per_batch: int = 4
+    text_encoder: str | None = "google/t5-v1_1-xxl"  # None: no text embeddings
+    text_kind: Literal["t5", "clip"] = "t5"
+    text_max_tokens: int = 226
+    text_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        for ratio in self.aspect_ratios:
+            try:
+                parse_ratio(ratio)
+            except ValueError as err:
+                raise ValueError(f"aspect_ratios: {err}") from None
+        require(bool(self.aspect_ratios), "aspect_ratios", "must name at least one ratio")
+        require(bool(self.resolutions) and min(self.resolutions) >= 16, "resolutions", "must be >= 16 each")
+        require(bool(self.frame_counts) and min(self.frame_counts) >= 1, "frame_counts", "must be >= 1 each")
+        require(self.target_fps > 0, "target_fps", f"must be > 0 (got {self.target_fps})")
+        require(self.patch_size >= 1, "patch_size", f"must be >= 1 (got {self.patch_size})")
+        require(self.clips_per_batch >= 1, "clips_per_batch", f"must be >= 1 (got {self.clips_per_batch})")
+        require(self.text_max_tokens >= 1, "text_max_tokens", f"must be >= 1 (got {self.text_max_tokens})")
+
+    def setup(self) -> None:
+        from stages._models import device_for, dtype_for
+        from stages._text import TextEncoder
+        from stages._vae import VideoVAE
+
+        self.device = device_for(self.resources.gpus)
+        compute = dtype_for(self.dtype, self.device)
+        self.model = VideoVAE.load(self.vae, self.vae_kind, self.device, compute, self.vae_subfolder,
+                                   self.vae_revision, tiling=self.tiling)
+        bad = [n for n in self.frame_counts if not self.model.valid_frame_count(n)]
+        require(not bad, "frame_counts", f"{bad} not 1 + k·{self.model.temporal_stride} for {self.model.class_name}")
+        self.text = (TextEncoder.load(self.text_encoder, self.text_kind, self.device, compute, self.text_max_tokens,
+                                      trust_remote_code=self.trust_remote_code) if self.text_encoder else None)
+        meta = self.model.metadata()
+        meta.update(latent_dtype=self.latent_dtype, text_encoder=self.text_encoder, text_kind=self.text_kind,
+                    text_dtype=self.text_dtype if self.text else None, target_fps=self.target_fps)
+        self.meta_json = json.dumps(meta, sort_keys=True)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        self.check_inputs(batch)
+        rows = batch.select(list(self.inputs)).to_pylist()
+        out: list[dict[str, Any]] = [{} for _ in rows]
+        status = batch.column("status").to_pylist()
+        reason = batch.column("reason").to_pylist() if "reason" in batch.column_names else [None] * len(rows)
+        by_bucket: dict[Bucket, list[int]] = defaultdict(list)
+        for i in self.accepted(batch):
+            bucket = self.bucket_of(rows[i])
+            if bucket is None:
+                status[i], reason[i] = "rejected", "too_short_for_bucket"
+            else:
+                by_bucket[bucket].append(i)
+        for bucket, members in by_bucket.items():
+            for start in range(0, len(members), self.clips_per_batch):
+                self._encode_group(bucket, members[start: start + self.clips_per_batch], rows, out, status, reason)
+        self._embed_captions(batch, out)
+        result = batch.drop_columns([c for c in ("status", "reason") if c in batch.column_names])
+        result = result.append_column("status", pa.array(status, pa.string()))
+        result = result.append_column("reason", pa.array(reason, pa.string()))
+        for f in OUTPUTS:
+            result = result.append_column(f, pa.array([o.get(f.name) for o in out], f.type))
+        meta = self.model.metadata()
+        for name, value in (("vae_id", self.vae), ("vae_scaling_factor", meta["scaling_factor"]),
+                            ("vae_shift_factor", meta["shift_factor"])):
+            result = result.append_column(name, pa.array([value if o else None for o in out]))
+        return result
+
+    def bucket_of(self, row: dict[str, Any]) -> Bucket | None:
+        duration = (row["end_frame"] - row["start_frame"]) / row["fps"]
+        return assign(row["width"], row["height"], duration, resolutions=self.resolutions,
+                      ratios=[parse_ratio(r) for r in self.aspect_ratios], frame_counts=self.frame_counts,
+                      target_fps=self.target_fps, multiple=self.model.spatial_stride * self.patch_size)
+
+    def _encode_group(self, bucket: Bucket, members: list[int], rows, out, status, reason) -> None:
+        import torch
+
+        from stages._vae import tensor_bytes
+
+        clips, ok = [], []
+        for i in members:
+            try:
+                clips.append(self._pixels(rows[i], bucket))
+                ok.append(i)
+            except Exception as err:  # noqa: BLE001 - one unreadable clip must not cost the batch
+                status[i], reason[i] = "error", f"encode_failed: {type(err).__name__}: {err}"
+        if not ok:
+            return
+        pixels = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
+        mean, logvar = self.model.encode(pixels)  # (B, C, T', H', W')
+        for j, i in enumerate(ok):
+            out[i] = {"bucket": bucket.name, "latent": tensor_bytes(mean[j], self.latent_dtype),
+                      "latent_shape": list(mean.shape[1:]), "latent_dtype": self.latent_dtype,
+                      "latent_logvar": tensor_bytes(logvar[j], self.latent_dtype) if self.store_logvar else None,
+                      "enc_fps": self.target_fps, "enc_num_frames": bucket.frames, "enc_height": bucket.height,
+                      "enc_width": bucket.width, "latent_meta": self.meta_json}
+
+    def _pixels(self, row: dict[str, Any], bucket: Bucket) -> np.ndarray:
+        """(T, H, W, 3) uint8 frames of the clip at the bucket's size, displayed orientation."""
+        import decord
+
+        video = row["video"]
+        rotation = video["rotation"] or 0
+        width, height = resize_for(row["width"], row["height"], bucket)
+        if rotation in (90, 270):  # decode in coded orientation, rotate after
+            width, height = height, width
+        indices = frame_indices(row["start_frame"], row["end_frame"], row["fps"], bucket.frames, self.target_fps)
+        with local_copy(video["source_uri"]) as path:
+            reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height,
+                                        num_threads=max(1, int(self.resources.cpus)))
+            frames = reader.get_batch(indices).asnumpy()
+        return np.ascontiguousarray(centre_crop(rotate(frames, rotation), bucket))
+
+    def _embed_captions(self, batch: pa.Table, out: list[dict[str, Any]]) -> None:
+        if self.text is None:
+            return
+        import torch
+
+        from stages._vae import tensor_bytes
+
+        for column in ("caption_long", "caption_short"):
+            if column not in batch.column_names:
+                continue
+            texts = batch.column(column).to_pylist()
+            todo = [i for i, o in enumerate(out) if o and texts[i]]
+            for i, emb in zip(todo, self.text.encode([texts[i] for i in todo])):
+                name = "text_long" if column == "caption_long" else "text_short"
+                out[i][name] = tensor_bytes(torch.from_numpy(emb), self.text_dtype)
+                out[i][f"{name}_shape"] = list(emb.shape)
+                out[i]["text_dtype"] = self.text_dtype
+
