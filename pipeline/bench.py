@@ -18,15 +18,15 @@ import datetime
 import itertools
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
+
+from pipeline import benchkit
 
 START, END = "<!-- bench:split:start -->", "<!-- bench:split:end -->"
 GOAL_VS_CLI, GOAL_VS_DECODE = 1.5, 1.2
@@ -123,15 +123,9 @@ def run_bench(path: str, repeats: int) -> dict:
 
 
 def time_interleaved(methods: dict, repeats: int, warm_file: str) -> dict[str, list[float]]:
-    """Wall times of each method, run A, B, C, D, A, B, ... so load drift is shared."""
-    Path(warm_file).read_bytes()  # page cache: the first method shouldn't pay the disk read
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, method in methods.items():
-            started = time.perf_counter()
-            method()
-            times[name].append(time.perf_counter() - started)
-    return times
+    """Wall times of each method, interleaved; the file is read once first so no method pays the disk."""
+    Path(warm_file).read_bytes()
+    return benchkit.time_interleaved(methods, repeats)
 
 
 def _results(times, found, video, num_frames, fps, settings, probe_s) -> dict:
@@ -205,26 +199,7 @@ def cuts_match(a: list[int], b: list[int], tolerance: int = 1) -> bool:
 
 
 def machine_info() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    names = ("ray", "decord", "scenedetect", "opencv-python-headless", "opencv-python", "av", "numpy", "pyarrow")
-    packages = {name: _version(name) for name in names}
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "os": platform.platform(),
-            "python": platform.python_version(), "packages": packages}
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
+    return benchkit.machine_info(("decord", "scenedetect", "opencv-python-headless", "opencv-python", "av"))
 
 
 def _command_line(args, repeats: int) -> str:
@@ -253,20 +228,11 @@ def markdown_table(r: dict) -> str:
               f"- Cuts {'match' if cuts['match'] else 'DIFFER'} (±{cuts['tolerance_frames']} frame): "
               f"split {cuts['split']}, scenedetect {cuts['scenedetect']}"
               + (f", true {cuts['truth']}" if cuts.get("truth") is not None else ""),
-              f"- Machine: {mach['cpu']}, {mach['usable_cores']}/{mach['cores']} cores, Python {mach['python']}, "
-              + ", ".join(f"{k} {ver}" for k, ver in mach["packages"].items() if ver),
+              f"- {benchkit.machine_line(mach)}",
               f"- Command: `{r['command']}` ({r['date']})"]
     return "\n".join(lines)
 
 
 def update_markdown(path: Path, table: str) -> None:
     """Replace the text between the split markers; append a `## Split` section if there are none."""
-    block = f"{START}\n{table}\n{END}"
-    text = path.read_text() if path.is_file() else ""
-    start, end = text.find(START), text.find(END)
-    if start != -1 and end > start:
-        text = text[:start] + block + text[end + len(END):]
-    else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + f"## Split\n\n{block}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    benchkit.update_section(path, "split", "Split", table)
