@@ -31,6 +31,8 @@ STAGING = "_staging"
 COMMITS = "_commits"
 DATA_DIRS = ("catalog", "shards")  # everything under these must be listed by a commit record
 
+# Columns a video-only row keeps (everything else belongs to a clip).
+VIDEO_ROW_COLUMNS = {"ordinal", "source_uri", "wave_id", "video", "video_rows", "is_video_row"}
 MANIFEST = pa.schema([
     ("wave_id", pa.string()), ("source_uri", pa.string()), ("rows", pa.int64()), ("expected", pa.int64()),
     ("files", pa.list_(pa.struct([("path", pa.string()), ("table", pa.string()), ("rows", pa.int64()),
@@ -44,15 +46,17 @@ class WaveWriter:
 
     out: str
     clips_schema: pa.Schema = CLIPS  # CLIPS plus the catalog_fields of the enabled stages
+    registry: Any = None  # pipeline.registry: drops second copies of the same bytes
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         manifests = []
         for wave_id in pc.unique(batch.column("wave_id")).to_pylist():
-            rows = batch.filter(pc.equal(batch.column("wave_id"), wave_id))
+            received = batch.filter(pc.equal(batch.column("wave_id"), wave_id))
+            rows = drop_duplicates(received, self.registry) if self.registry else received
             files = [self._write(wave_id, f"catalog/{name}", name, table)
                      for name, table in catalog_tables(rows, self.clips_schema).items() if table.num_rows]
             files += self._write_shards(wave_id, rows)
-            counts = rows.group_by("source_uri").aggregate([("video_rows", "max"), ("source_uri", "count")])
+            counts = received.group_by("source_uri").aggregate([("video_rows", "max"), ("source_uri", "count")])
             manifests.append(pa.table({
                 "wave_id": pa.array([wave_id] * counts.num_rows, pa.string()),
                 "source_uri": counts.column("source_uri"),
@@ -86,6 +90,34 @@ class WaveWriter:
         os.replace(tmp, path)
         return {"path": rel, "table": table_name, "rows": table.num_rows, "bytes": path.stat().st_size,
                 "blake2b": _file_hash(path)}
+
+
+def drop_duplicates(rows: pa.Table, registry) -> pa.Table:
+    """Rows of sources whose bytes another source owns: keep only their video row, as an error."""
+    videos = rows.column("video").to_pylist()
+    pairs = sorted({(v["video_id"], v["source_uri"]) for v in videos if v["status"] == "ok"})
+    owners = registry.claim(pairs) if pairs else {}
+    duplicate = {uri: owner for uri, owner in owners.items() if owner != uri}
+    if not duplicate:
+        return rows
+    keep, fixed = [], []
+    for i, (video, is_video_row) in enumerate(zip(videos, rows.column("is_video_row").to_pylist())):
+        owner = duplicate.get(video["source_uri"])
+        if owner is None:
+            keep.append(i)
+        elif is_video_row:  # the one row that carries the video into the catalog
+            keep.append(i)
+            video.update(status="error", error=f"duplicate_of:{owner}", num_clips=0)
+        fixed.append(video)
+    rows = rows.set_column(rows.column_names.index("video"), "video", pa.array(fixed, rows.schema.field("video").type))
+    rows = rows.take(pa.array(keep, pa.int64()))
+    # The kept video row of a duplicate must not look like a clip: null every clip column.
+    is_dup = pa.array([v["source_uri"] in duplicate for v in rows.column("video").to_pylist()])
+    for name in rows.column_names:
+        if name not in VIDEO_ROW_COLUMNS:
+            column = pc.if_else(is_dup, pa.scalar(None, rows.schema.field(name).type), rows.column(name))
+            rows = rows.set_column(rows.column_names.index(name), name, column)
+    return rows
 
 
 def published_path(rel: str, wave_id: str) -> str:

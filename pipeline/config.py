@@ -28,12 +28,16 @@ class RunConfig:
     runner: Literal["ray", "sequential"] = "ray"
     ray_address: str | None = None  # None: embedded Ray; "auto" or "ray://host:10001" for a cluster
     num_cpus: int | None = None  # embedded Ray only; None = all cores
+    task_retries: int = 3  # a dead task worker's batch is retried this often (exceptions are not retried)
+    actor_restarts: int = 3  # a dead actor is restarted (and its batch retried) this often
 
     def __post_init__(self):
         require(self.wave_size >= 1, "wave_size", f"must be >= 1 (got {self.wave_size})")
         require(self.videos_per_task >= 1, "videos_per_task", f"must be >= 1 (got {self.videos_per_task})")
         require(self.writer_rows >= 1, "writer_rows", f"must be >= 1 (got {self.writer_rows})")
         require(self.num_cpus is None or self.num_cpus >= 1, "num_cpus", f"must be >= 1 (got {self.num_cpus})")
+        require(self.task_retries >= 0, "task_retries", f"must be >= 0 (got {self.task_retries})")
+        require(self.actor_restarts >= 0, "actor_restarts", f"must be >= 0 (got {self.actor_restarts})")
 
 
 @dataclass

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.faults import crash_point
 from stages.base import Stage
 
 log = logging.getLogger("vidprep")
@@ -51,6 +52,11 @@ class SequentialExecutor:
     def __init__(self, videos_per_task: int = 1, writer_rows: int = 1024):
         self.videos_per_task, self.writer_rows = videos_per_task, writer_rows
 
+    def registry(self, owners: dict[str, str]):
+        from pipeline.registry import VideoRegistry
+
+        return VideoRegistry(owners)
+
     def execute(self, pending: Path, total: int, stages: list[Stage], writer: Callable) -> Iterator[pa.Table]:
         for stage in stages:
             pin_threads(stage.resources.cpus)
@@ -70,6 +76,7 @@ class SequentialExecutor:
 
 def _run_task(batch: pa.Table, stage: Stage) -> pa.Table:
     pin_threads(stage.resources.cpus)
+    crash_point(f"stage:{stage.name}")
     return stage(batch)
 
 
@@ -83,6 +90,7 @@ class _StageActor:
         pin_threads(stage.resources.cpus)  # setup may have imported torch
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        crash_point(f"stage:{self.stage.name}")
         return self.stage(batch)
 
 
@@ -96,10 +104,17 @@ def _read_pending(batch: pa.Table, pending: str) -> pa.Table:
 class RayExecutor:
     """The Ray Data streaming plan: a task per stage without setup, an actor pool otherwise."""
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None,
-                 videos_per_task: int = 1, writer_rows: int = 1024, progress: bool = True):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, videos_per_task: int = 1,
+                 writer_rows: int = 1024, progress: bool = True, task_retries: int = 3, actor_restarts: int = 3):
         self.address, self.num_cpus = address, num_cpus
         self.videos_per_task, self.writer_rows, self.progress = videos_per_task, writer_rows, progress
+        self.task_retries, self.actor_restarts = task_retries, actor_restarts
+
+    def registry(self, owners: dict[str, str]):
+        from pipeline.registry import RayRegistry
+
+        init_ray(self.address, self.num_cpus)
+        return RayRegistry(owners)
 
     def execute(self, pending: Path, total: int, stages: list[Stage], writer: Callable) -> Iterator[pa.Table]:
         import ray
@@ -113,21 +128,29 @@ class RayExecutor:
         ds = ds.map_batches(_read_pending, fn_args=(str(pending),), batch_format="pyarrow",
                             num_cpus=stages[0].resources.cpus)  # same as probe: fused into one task
         for stage in stages:
-            ds = add_stage(ds, stage)
+            ds = add_stage(ds, stage, self.task_retries, self.actor_restarts)
         # Bundling blocks up to writer_rows keeps the catalog to few, large files.
         ds = ds.map_batches(writer, batch_format="pyarrow", batch_size=self.writer_rows, num_cpus=0.25)
         yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
-def add_stage(ds, stage: Stage):
-    """Append one stage to a Ray dataset, with the resources its config asks for."""
+def add_stage(ds, stage: Stage, task_retries: int = 3, actor_restarts: int = 3):
+    """Append one stage to a Ray dataset, with the resources its config asks for.
+
+    Retries are bounded on purpose (Ray Data's default restarts actors forever):
+    a worker that dies (OOM kill, node loss) is restarted and its batch retried
+    up to the configured count; an exception raised by stage code is a bug and
+    is not retried — item-level failures are already rows with a reason.
+    """
     res = stage.resources
     common = dict(batch_format="pyarrow", batch_size=res.batch_size, num_cpus=res.cpus)
     if res.gpus:
         common["num_gpus"] = res.gpus
     if stage.needs_actor:
-        return ds.map_batches(_StageActor, fn_constructor_args=(stage,), concurrency=res.concurrency or 1, **common)
-    return ds.map_batches(_run_task, fn_args=(stage,), concurrency=res.concurrency, **common)
+        return ds.map_batches(_StageActor, fn_constructor_args=(stage,), concurrency=res.concurrency or 1,
+                              max_restarts=actor_restarts, max_task_retries=actor_restarts, **common)
+    return ds.map_batches(_run_task, fn_args=(stage,), concurrency=res.concurrency, max_retries=task_retries,
+                          retry_exceptions=False, **common)
 
 
 def init_ray(address: str | None, num_cpus: int | None) -> None:

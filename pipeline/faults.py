@@ -4,7 +4,10 @@
 `<point>` (1-based). Unset, `crash_point` is a dictionary lookup and nothing
 else. Points: `manifest` (a writer batch arrived, nothing committed for it),
 `published` (a wave's files renamed into place, no record yet), `committed`
-(a wave's record written).
+(a wave's record written) — all in the driver — and `stage:<name>` (a stage's
+worker is about to process a batch: a Ray task or actor dies). With
+`VIDPREP_CRASH_ONCE=<file>` the kill happens only if that file does not exist
+yet (it is created first), so a restarted worker is not killed again.
 """
 from __future__ import annotations
 
@@ -18,9 +21,16 @@ def crash_point(point: str) -> None:
     spec = os.environ.get("VIDPREP_CRASH_AT")
     if not spec:
         return
-    name, _, count = spec.partition(":")
+    name, _, count = spec.rpartition(":")  # the point may contain ':' itself (stage:encode:2)
     if name != point:
         return
     _hits[point] = _hits.get(point, 0) + 1
-    if _hits[point] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _hits[point] != int(count):
+        return
+    once = os.environ.get("VIDPREP_CRASH_ONCE")
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return
+    os.kill(os.getpid(), signal.SIGKILL)

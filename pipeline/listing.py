@@ -17,10 +17,12 @@ def list_sources(root: str, extensions: list[str], recursive: bool = True,
     """Yield source URIs under `root` whose names end in one of `extensions`, in a stable order."""
     exts = tuple(e.lower() for e in extensions)
     if root.endswith(".txt") and os.path.isfile(root):  # a list of URIs, one a line
+        seen: set[str] = set()  # a hand-written list may repeat a line; a walk never does
         with open(root) as handle:
             for line in handle:
                 line = line.strip()
-                if line and not line.startswith("#"):
+                if line and not line.startswith("#") and line not in seen:
+                    seen.add(line)
                     yield line
         return
     scheme = urlparse(root).scheme

@@ -22,6 +22,7 @@ from pipeline.commit import STAGING, CommitLog, OutputLock, WaveWriter, atomic_w
 from pipeline.config import Config
 from pipeline.executors import RayExecutor, SequentialExecutor
 from pipeline.faults import crash_point
+from pipeline.registry import committed_owners
 from pipeline.listing import list_sources
 from pipeline.typed import ConfigError
 from pipeline.waves import WaveTracker
@@ -75,13 +76,14 @@ def _execute(config: Config, pending: Path, result: RunResult, wave_sizes: dict[
              commits: CommitLog, progress: bool) -> None:
     if config.run.runner == "ray":
         executor = RayExecutor(config.run.ray_address, config.run.num_cpus, config.run.videos_per_task,
-                               config.run.writer_rows, progress)
+                               config.run.writer_rows, progress, config.run.task_retries, config.run.actor_restarts)
     else:
         executor = SequentialExecutor(config.run.videos_per_task, config.run.writer_rows)
     tracker = WaveTracker(wave_sizes)
     plan = config.plan()
     clips_schema = extend(CLIPS, [f for stage in plan for f in stage.catalog_fields])
-    writer = WaveWriter(str(result.out.resolve()), clips_schema)  # absolute: workers may run elsewhere
+    registry = executor.registry(committed_owners(result.out))
+    writer = WaveWriter(str(result.out.resolve()), clips_schema, registry)  # absolute: workers may run elsewhere
     fingerprint = config.fingerprint()
     for manifest in executor.execute(pending, result.processed, plan, writer):
         crash_point("manifest")
@@ -102,7 +104,6 @@ def write_pending(path: Path, sources, committed: set[str], wave_size: int, run_
     path.parent.mkdir(parents=True, exist_ok=True)
     wave_sizes: dict[str, int] = {}
     listed = skipped = ordinal = 0
-    seen: set[str] = set()  # a URI listed twice (a hand-written list) must run once
     rows: list[tuple[int, str, str]] = []
     with pq.ParquetWriter(path, PENDING_SCHEMA) as writer:
         def flush():
@@ -113,10 +114,9 @@ def write_pending(path: Path, sources, committed: set[str], wave_size: int, run_
 
         for uri in sources:
             listed += 1
-            if uri in committed or uri in seen:
+            if uri in committed:
                 skipped += 1
                 continue
-            seen.add(uri)
             wave_id = f"{run_id}-{ordinal // wave_size:06d}"
             wave_sizes[wave_id] = wave_sizes.get(wave_id, 0) + 1
             rows.append((ordinal, uri, wave_id))

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from stages._buckets import Bucket, assign, centre_crop, frame_indices, parse_ratio, resize_for
+from stages._frames import read_frames
 from stages._video import local_copy, rotate
 from stages.base import Stage, require
 
@@ -152,8 +153,6 @@ class Encode(Stage):
 
     def _pixels(self, row: dict[str, Any], bucket: Bucket) -> np.ndarray:
         """(T, H, W, 3) uint8 frames of the clip at the bucket's size, displayed orientation."""
-        import decord
-
         video = row["video"]
         rotation = video["rotation"] or 0
         width, height = resize_for(row["width"], row["height"], bucket)
@@ -161,9 +160,7 @@ class Encode(Stage):
             width, height = height, width
         indices = frame_indices(row["start_frame"], row["end_frame"], row["fps"], bucket.frames, self.target_fps)
         with local_copy(video["source_uri"]) as path:
-            reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height,
-                                        num_threads=max(1, int(self.resources.cpus)))
-            frames = reader.get_batch(indices).asnumpy()
+            frames = read_frames(path, indices, width, height, max(1, int(self.resources.cpus)))
         return np.ascontiguousarray(centre_crop(rotate(frames, rotation), bucket))
 
     def _embed_captions(self, batch: pa.Table, out: list[dict[str, Any]]) -> None:

@@ -11,8 +11,6 @@ video yields one row with a null clip_id that only carries its `video` struct.
 from __future__ import annotations
 
 import math
-import queue
-import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +20,7 @@ import pyarrow as pa
 from schemas.catalog import VIDEO_INFO
 from schemas.ids import clip_id
 from stages._spans import SceneFrames, pick_samples, plan_clips
+from stages._frames import PyAVFrames, open_frames, prefetched, short_error
 from stages._video import decode_size, jpeg, local_copy, rotate
 from stages.base import Stage, require
 from stages.probe import SourceError
@@ -101,34 +100,50 @@ class Split(Stage):
             return []
 
     def _split_file(self, path: str, video: dict[str, Any]) -> list[dict[str, Any]]:
-        import cv2
-        import decord
-
         rotation = video["rotation"] or 0
         coded_w, coded_h = (video["height"], video["width"]) if rotation in (90, 270) else (video["width"], video["height"])
-        width, height = decode_size(coded_w, coded_h, self.decode_short_side)
+        size = decode_size(coded_w, coded_h, self.decode_short_side)
+        threads = max(1, int(self.resources.cpus))
         try:
-            reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height,
-                                        num_threads=max(1, int(self.resources.cpus)))
-        except Exception as err:  # noqa: BLE001 - decord raises its own DECORDError
-            raise SourceError("decode_failed", f"open: {err}") from None
-        fps = float(reader.get_avg_fps()) or video["fps"] or 30.0
+            source = open_frames(path, *size, threads)
+        except Exception as err:  # noqa: BLE001 - neither decord nor FFmpeg can read it
+            raise SourceError("decode_failed", f"open: {short_error(err)}") from None
+        notes = [] if source.name == "decord" else [f"decoded_with:{source.name} (decord could not open it)"]
+        fps = source.fps or video["fps"] or 30.0
+        scenes, cuts, decoded, error = self._detect(source, fps)
+        if error and source.name == "decord":
+            # Where decord's threaded decoder gives up varies from run to run; FFmpeg alone is
+            # deterministic (so reruns give the same clip ids) and conceals more damage.
+            source = PyAVFrames(path, *size, threads)
+            scenes, cuts, decoded, error = self._detect(source, fps)
+            notes.append("decoded_with:pyav (decord failed mid-stream)")
+        if error:
+            notes.append(error)
+        if decoded == 0:
+            raise SourceError("no_decodable_frames", "; ".join(notes))
+        rows = self._clip_rows(video, scenes, cuts, fps, rotation, _frame_starts(source, decoded, fps))
+        video.update(cuts=cuts, num_frames=decoded, num_clips=len(rows), warning="; ".join(notes) or None)
+        return rows
+
+    def _detect(self, source, fps: float):
+        """One pass over the frames: (scenes with their buffered frames, cuts, frames decoded, error or None)."""
+        import cv2
+        from scenedetect import FrameTimecode
+
         detector = self._make_detector()
         buffer = SceneFrames(self.frame_buffer)
         scenes: list[tuple[int, int, np.ndarray, list[np.ndarray]]] = []
         cuts: list[int] = []
-        decoded, warning = 0, None
-
-        from scenedetect import FrameTimecode
+        decoded, error = 0, None
 
         def close_scene(end: int) -> None:
             start = scenes[-1][1] if scenes else 0
             if end > start:
                 scenes.append((start, end, *buffer.pop_before(end)))
 
-        for frame_index, frame in _decode(reader, self.chunk_frames):
+        for frame_index, frame in prefetched(source, self.chunk_frames):
             if isinstance(frame, Exception):
-                warning = f"decode_stopped_at_frame:{frame_index}: {frame}"
+                error = f"decode_stopped_at_frame:{frame_index}: {short_error(frame)}"
                 break
             buffer.add(frame_index, frame)
             bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)  # PySceneDetect wants BGR; 25x cheaper than a flip copy
@@ -136,18 +151,13 @@ class Split(Stage):
                 cuts.append(cut.frame_num)
                 close_scene(cut.frame_num)
             decoded = frame_index + 1
-        if decoded == 0:
-            raise SourceError("no_decodable_frames", warning or "")
-        for cut in detector.post_process(FrameTimecode(decoded, fps)):
-            if 0 < cut.frame_num < decoded:
-                cuts.append(cut.frame_num)
-                close_scene(cut.frame_num)
-        close_scene(decoded)
-
-        timestamps = _frame_starts(reader, decoded, fps)
-        rows = self._clip_rows(video, scenes, cuts, fps, rotation, timestamps)
-        video.update(cuts=cuts, num_frames=decoded, num_clips=len(rows), warning=warning)
-        return rows
+        if decoded:
+            for cut in detector.post_process(FrameTimecode(decoded, fps)):
+                if 0 < cut.frame_num < decoded:
+                    cuts.append(cut.frame_num)
+                    close_scene(cut.frame_num)
+            close_scene(decoded)
+        return scenes, cuts, decoded, error
 
     def _clip_rows(self, video, scenes, cuts, fps, rotation, timestamps) -> list[dict[str, Any]]:
         cut_set = set(cuts)
@@ -192,67 +202,12 @@ class Split(Stage):
         return cls(**kwargs)
 
 
-def _decode(reader, chunk: int):
-    """Yield (index, RGB frame) in order; on a decode error yield (index, exception) and stop.
-
-    Decoding runs one chunk ahead in a thread (decord releases the GIL), so the
-    detector works on chunk n while chunk n+1 decodes: split costs about the
-    decode time instead of decode plus detection.
-    """
-    chunks: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def produce():
-        for item in _decode_chunks(reader, chunk):
-            while not stop.is_set():
-                try:
-                    chunks.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
-                return
-        chunks.put(None)
-
-    worker = threading.Thread(target=produce, name="split-decode", daemon=True)
-    worker.start()
-    try:
-        while (item := chunks.get()) is not None:
-            yield from item
-    finally:  # the consumer stopped early (error or exception): let the thread finish
-        stop.set()
-        worker.join()
-
-
-def _decode_chunks(reader, chunk: int):
-    """Lists of (index, frame) per chunk; a failing chunk is retried frame by frame to keep every good frame."""
-    total = len(reader)
-    for begin in range(0, total, chunk):
-        indices = list(range(begin, min(begin + chunk, total)))
-        try:
-            frames = reader.get_batch(indices).asnumpy()
-        except Exception:  # noqa: BLE001 - decord raises its own DECORDError
-            good = []
-            for index in indices:
-                try:
-                    good.append((index, reader.get_batch([index]).asnumpy()[0]))
-                except Exception as err:  # noqa: BLE001
-                    yield good + [(index, err)]
-                    return
-            yield good
-            continue
-        yield list(zip(indices, frames))
-
-
-def _frame_starts(reader, decoded: int, fps: float) -> np.ndarray:
-    """Presentation time of each decoded frame (real timestamps: variable frame rate is common)."""
-    try:
-        stamps = np.asarray(reader.get_frame_timestamp(list(range(decoded))), dtype=np.float64)[:, 0]
-        if stamps.shape[0] == decoded and np.all(np.isfinite(stamps)):
-            return np.append(stamps, stamps[-1] + 1.0 / fps)
-    except Exception:  # noqa: BLE001 - fall back to a constant rate
-        pass
-    return np.arange(decoded + 1, dtype=np.float64) / fps
+def _frame_starts(source, decoded: int, fps: float) -> np.ndarray:
+    """Presentation time of each decoded frame plus the end of the last (variable frame rate is common)."""
+    stamps = source.timestamps(decoded)
+    if stamps is None:  # no usable timestamps: a constant rate
+        return np.arange(decoded + 1, dtype=np.float64) / fps
+    return np.append(stamps, stamps[-1] + 1.0 / fps)
 
 
 def _video_only_row(video: dict[str, Any]) -> dict[str, Any]:

@@ -26,5 +26,5 @@ def test_symlink_loop_terminates(tmp_path):
 
 def test_uri_list_file(tmp_path):
     listing = tmp_path / "inputs.txt"
-    listing.write_text("# comment\n/data/a.mp4\n\ns3://bucket/b.mp4\n")
+    listing.write_text("# comment\n/data/a.mp4\n\ns3://bucket/b.mp4\n/data/a.mp4\n")
     assert list(list_sources(str(listing), EXTS)) == ["/data/a.mp4", "s3://bucket/b.mp4"]

@@ -1,0 +1,161 @@
+"""Private helpers: decoded frames for split (sequential, prefetched) and encode (by index).
+
+decord first: it resizes inside the decoder and is fast. Some files decord
+cannot open (a stream cut after a front index, a still image renamed .mp4);
+FFmpeg through PyAV then decodes what is there, resizing frame by frame, so
+the good part of a damaged file is still kept.
+"""
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from typing import Iterator
+
+import numpy as np
+
+
+def short_error(err: Exception) -> str:
+    """One line of an exception's message, without decord's "[time] /path/file.cc:123:" prefixes."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    prefix = re.compile(r"^(\[[^\]]*\]\s*|\S+\.(cc|cpp|h):\d+:\s*)")  # "[03:50:20] ", "/src/x.cc:151: "
+    while prefix.match(text):
+        text = prefix.sub("", text, count=1)
+    return text[:200]
+
+
+class DecordFrames:
+    """Sequential RGB frames of a file at (width, height) from decord."""
+
+    name = "decord"
+
+    def __init__(self, path: str, width: int, height: int, threads: int):
+        import decord
+
+        self.reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=threads)
+        self.fps = float(self.reader.get_avg_fps())
+
+    def chunks(self, size: int) -> Iterator[list[tuple[int, object]]]:
+        """Lists of (index, frame); a failing chunk is retried frame by frame, ending with (index, error)."""
+        total = len(self.reader)
+        for begin in range(0, total, size):
+            indices = list(range(begin, min(begin + size, total)))
+            try:
+                frames = self.reader.get_batch(indices).asnumpy()
+            except Exception:  # noqa: BLE001 - decord raises its own DECORDError
+                good: list[tuple[int, object]] = []
+                for index in indices:
+                    try:
+                        good.append((index, self.reader.get_batch([index]).asnumpy()[0]))
+                    except Exception as err:  # noqa: BLE001
+                        yield good + [(index, err)]
+                        return
+                yield good
+                continue
+            yield list(zip(indices, frames))
+
+    def timestamps(self, decoded: int) -> np.ndarray | None:
+        try:
+            stamps = np.asarray(self.reader.get_frame_timestamp(list(range(decoded))), np.float64)[:, 0]
+            return stamps if stamps.shape[0] == decoded and np.all(np.isfinite(stamps)) else None
+        except Exception:  # noqa: BLE001 - no usable index: the caller assumes a constant rate
+            return None
+
+
+class PyAVFrames:
+    """The same interface over FFmpeg (PyAV): slower, but decodes what decord refuses to open."""
+
+    name = "pyav"
+
+    def __init__(self, path: str, width: int, height: int, threads: int):
+        import av
+
+        self.container = av.open(path)
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_count = threads
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.fps = float(rate) if rate else 0.0
+        self.size = (width, height)
+        self.times: list[float] = []
+
+    def chunks(self, size: int) -> Iterator[list[tuple[int, object]]]:
+        chunk: list[tuple[int, object]] = []
+        index = 0
+        try:
+            for frame in self.container.decode(self.stream):
+                image = frame.reformat(width=self.size[0], height=self.size[1], format="rgb24").to_ndarray()
+                self.times.append(float(frame.time) if frame.time is not None else index / (self.fps or 30.0))
+                chunk.append((index, image))
+                index += 1
+                if len(chunk) == size:
+                    yield chunk
+                    chunk = []
+        except Exception as err:  # noqa: BLE001 - FFmpeg errors: keep what decoded before
+            chunk.append((index, err))
+        finally:
+            self.container.close()
+        if chunk:
+            yield chunk
+
+    def timestamps(self, decoded: int) -> np.ndarray | None:
+        return np.asarray(self.times[:decoded], np.float64) if len(self.times) >= decoded else None
+
+
+def open_frames(path: str, width: int, height: int, threads: int):
+    """decord, or PyAV when decord cannot open the file; raises the PyAV error if neither can."""
+    try:
+        return DecordFrames(path, width, height, threads)
+    except Exception:  # noqa: BLE001
+        return PyAVFrames(path, width, height, threads)
+
+
+def prefetched(source, chunk: int) -> Iterator[tuple[int, object]]:
+    """(index, frame or error) in order, decoding one chunk ahead in a thread.
+
+    decord and FFmpeg release the GIL, so the consumer (scene detection) works
+    on chunk n while chunk n+1 decodes: split costs about the decode time
+    instead of decode plus detection.
+    """
+    chunks: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce():
+        for item in source.chunks(chunk):
+            while not stop.is_set():
+                try:
+                    chunks.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+        chunks.put(None)
+
+    worker = threading.Thread(target=produce, name="vidprep-decode", daemon=True)
+    worker.start()
+    try:
+        while (item := chunks.get()) is not None:
+            yield from item
+    finally:  # the consumer stopped early (a decode error, an exception): let the thread end
+        stop.set()
+        worker.join()
+
+
+def read_frames(path: str, indices: list[int], width: int, height: int, threads: int) -> np.ndarray:
+    """(len(indices), H, W, 3) RGB frames at the given indices (decord; PyAV decodes up to the last one)."""
+    source = open_frames(path, width, height, threads)
+    if isinstance(source, DecordFrames):
+        return source.reader.get_batch(indices).asnumpy()
+    wanted, found = set(indices), {}
+    for chunk in source.chunks(32):
+        for index, frame in chunk:
+            if isinstance(frame, Exception):
+                raise frame
+            if index in wanted:
+                found[index] = frame
+        if len(found) == len(wanted):
+            break
+    missing = wanted - set(found)
+    if missing:
+        raise IndexError(f"frames {sorted(missing)[:5]} not decodable")
+    return np.stack([found[i] for i in indices])
