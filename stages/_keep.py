@@ -1,0 +1,166 @@
+"""`keep` expressions: one SQL boolean expression over clip columns, checked once, evaluated by DuckDB.
+
+Used by stage `filter` (on each in-flight Arrow batch) and by `vidprep refilter`
+(on the committed catalog), so both judge a clip the same way:
+
+- DuckDB's own parser reads it (`json_serialize_sql`): one expression, no
+  FROM/subquery/window/aggregate, no volatile function (a filter must give the
+  same answer on a rerun), result BOOLEAN, every column known.
+- Its top-level AND terms are its conditions; a clip failing some gets the
+  reason `filter:<each failed condition, as DuckDB prints it>`.
+- NULL counts as failed (SQL's WHERE semantics): `clip_aesthetic >= 4.5`
+  rejects clips without an aesthetic score; write `coalesce(...)` to keep them.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+REASON = "filter"
+VOLATILE = {"random", "uuid", "gen_random_uuid", "uuidv4", "uuidv7", "setseed", "now", "current_timestamp",
+            "get_current_timestamp", "current_date", "current_time", "today", "nextval", "currval"}
+FORBIDDEN_CLASSES = {"SUBQUERY": "subqueries", "WINDOW": "window functions", "STAR": "*",
+                     "PARAMETER": "parameters", "COLUMN_REF_QUALIFIED": "qualified columns"}
+
+
+class KeepExpression:
+    """A checked keep expression. `columns` = the schema it may use; `lenient_prefix` names columns
+    that may appear although not in it (float columns added by configurable stages, e.g. prompt scores)."""
+
+    def __init__(self, text: str, columns: pa.Schema, lenient_prefix: str | None = None):
+        self.text = text.strip()
+        if not self.text:
+            raise ValueError("must be a non-empty SQL expression (or null to keep every clip)")
+        con = _connection()
+        parsed = con.execute("SELECT json_serialize_sql(?)", [f"SELECT ({self.text}) AS keep"]).fetchall()
+        tree = json.loads(parsed[0][0])
+        if tree.get("error"):
+            raise ValueError(f"not a SQL expression: {tree.get('error_message', tree)}")
+        root = _single_expression(tree)
+        self.used = sorted({name for node in _walk(root) for name in _column(node)})
+        schema = columns
+        for name in self.used:
+            if name in schema.names:
+                continue
+            if lenient_prefix and name.startswith(lenient_prefix):
+                schema = schema.append(pa.field(name, pa.float32()))
+                continue
+            raise ValueError(f"unknown column {name!r} (clip columns: {', '.join(columns.names)})")
+        for node in _walk(root):
+            kind = node.get("class")
+            if kind in FORBIDDEN_CLASSES:
+                raise ValueError(f"{FORBIDDEN_CLASSES[kind]} are not allowed in a keep expression")
+            if kind == "FUNCTION" and node.get("function_name", "").lower() in VOLATILE:
+                raise ValueError(f"{node['function_name']}() would make the filter differ between runs")
+        terms = root["children"] if root.get("type") == "CONJUNCTION_AND" else [root]
+        self.conditions = [_render(con, tree, term) for term in terms]
+        # Bind against an empty table of the schema: unknown functions, type errors, non-boolean results.
+        con.register("clips", pa.table({f.name: _duckdb_safe(pa.chunked_array([], f.type)) for f in schema}))
+        try:
+            result = con.execute(f"SELECT ({self.text}) AS keep FROM clips")
+        except duckdb.Error as err:
+            raise ValueError(str(err).splitlines()[0]) from None
+        if str(result.description[0][1]) != "BOOLEAN":
+            raise ValueError(f"must be a boolean condition, this gives {result.description[0][1]}")
+        if result.fetchall():  # an aggregate turns zero rows into one
+            raise ValueError("aggregates are not allowed: the filter judges one clip at a time")
+        # Run it once on a row of NULLs: errors DuckDB raises only when executing (casts of constants).
+        con.register("null_row", pa.table({f.name: pa.nulls(1, _duckdb_safe(pa.chunked_array([], f.type)).type)
+                                           for f in schema}))
+        try:
+            con.execute(f"SELECT ({self.text}) AS keep FROM null_row").fetchall()
+        except duckdb.Error as err:
+            raise ValueError(str(err).splitlines()[0]) from None
+
+    def select_list(self) -> str:
+        """SQL columns `k0, k1, …`: each condition, NULL counted as failed."""
+        return ", ".join(f"coalesce(({c}), false) AS k{i}" for i, c in enumerate(self.conditions))
+
+    def reason(self, passed: list[bool]) -> str | None:
+        """`filter:<failed conditions>` for one clip's per-condition results; None when it passed."""
+        failed = [c for c, ok in zip(self.conditions, passed) if not ok]
+        return f"{REASON}:" + "; ".join(failed) if failed else None
+
+    def evaluate(self, table: pa.Table) -> list[str | None]:
+        """The reason of each row of an in-flight Arrow table (None = kept); rows keep their order."""
+        missing = [c for c in self.used if c not in table.column_names]
+        if missing:
+            raise KeyError(f"filter: the batch has no column {missing} (is the stage that makes it enabled?)")
+        view = pa.table({name: _duckdb_safe(table.column(name)) for name in self.used}) if self.used \
+            else pa.table({"_": pa.nulls(table.num_rows)})
+        view = view.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+        con = _connection()
+        con.register("clips", view)
+        rows = con.execute(f"SELECT {self.select_list()} FROM clips ORDER BY _row").fetchall()
+        return [self.reason(list(row)) for row in rows]
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    con.execute("SET enable_external_access = false")  # an expression may not read files or URLs
+    return con
+
+
+def _single_expression(tree: dict[str, Any]) -> dict[str, Any]:
+    statements = tree.get("statements", [])
+    if len(statements) != 1:
+        raise ValueError("must be one expression, not several statements")
+    node = statements[0]["node"]
+    plain = (node.get("type") == "SELECT_NODE" and node.get("from_table", {}).get("type") == "EMPTY"
+             and not node.get("where_clause") and not node.get("modifiers") and len(node["select_list"]) == 1
+             and not node.get("group_expressions") and not node.get("having") and not node["cte_map"]["map"])
+    if not plain:
+        raise ValueError("must be a single expression (no FROM, WHERE, ORDER BY, LIMIT, …)")
+    return node["select_list"][0]
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "class" in node:
+            if node.get("class") == "COLUMN_REF" and len(node.get("column_names", [])) > 1:
+                yield {"class": "COLUMN_REF_QUALIFIED"}
+            yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def _column(node: dict[str, Any]) -> list[str]:
+    return node["column_names"][-1:] if node.get("class") == "COLUMN_REF" else []
+
+
+def _render(con, tree: dict[str, Any], term: dict[str, Any]) -> str:
+    """DuckDB's own SQL for one condition (normalised spacing; outer parentheses dropped)."""
+    statement = json.loads(json.dumps(tree))  # the parsed `SELECT (expr)`, with only this term selected
+    statement["statements"][0]["node"]["select_list"] = [{**term, "alias": ""}]
+    try:
+        text = con.execute("SELECT json_deserialize_sql(?)", [json.dumps(statement)]).fetchall()[0][0]
+    except duckdb.Error:
+        return json.dumps(term)[:200]  # never expected; a raw but faithful name
+    text = text.removeprefix("SELECT ").strip()
+    return text[1:-1] if text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]) else text
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _duckdb_safe(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """DuckDB can't scan half floats: widen them (clip_embedding is list<float16>)."""
+    kind = column.type
+    if pa.types.is_list(kind) and pa.types.is_float16(kind.value_type):
+        return pc.cast(column, pa.list_(pa.float32()))
+    if pa.types.is_float16(kind):
+        return pc.cast(column, pa.float32())
+    return column

@@ -1,0 +1,74 @@
+"""Stage `filter` (1:1 rows, 1:0/1 accepted; CPU task): `keep` over stored scores, by DuckDB.
+
+    keep: "clip_aesthetic >= 4.5 AND clip_text_overlay < 0.3"
+
+Each batch's accepted clips are judged by DuckDB on the Arrow table (one
+column per condition, stages/_keep.py). A clip failing one or more top-level
+AND terms becomes `rejected` with reason `filter:<the failed terms>`; it keeps
+every score, so `vidprep refilter` can change its mind later without
+recomputing. Rows already rejected pass untouched.
+
+Near-duplicates are decided here in config but not in the stream: which clip
+of a pair is "first" must not depend on which worker finished first, so the
+driver resolves them after the run commits (pipeline/refilter.py, a status
+overlay over the committed catalog; pipeline/dedup.py for the method).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from schemas.catalog import CLIPS, extend
+from stages._keep import KeepExpression
+from stages.base import Resources, Stage, require
+from stages.clip_score import DEFAULT_PROMPTS, FIXED
+
+
+@dataclass
+class Filter(Stage):
+    name = "filter"
+    inputs = ("status", "reason")
+    outputs = ("status", "reason")
+
+    keep: str | None = None  # SQL boolean expression over clip columns; null keeps every clip
+    near_duplicate_distance: float | None = 0.05  # cosine distance (1 - cos) to an earlier kept clip; null: off
+    dedup_bands: int = 32  # LSH bands (more: higher recall, more hashing); see pipeline/dedup.py
+    resources: Resources = field(default_factory=lambda: Resources(cpus=0.25))  # tiny work; leave the CPU
+
+    def __post_init__(self):
+        if self.keep is not None:
+            try:
+                # Checked against the catalog's clip columns (clip_* prompt columns are configurable,
+                # so those are allowed by prefix; a misspelt one fails on the first batch).
+                self.expression = KeepExpression(self.keep, catalog_columns(), lenient_prefix="clip_")
+            except ValueError as err:
+                raise ValueError(f"keep: {err}") from None
+        d = self.near_duplicate_distance
+        require(d is None or 0 <= d < 2, "near_duplicate_distance", f"must be in [0, 2) or null (got {d})")
+        require(1 <= self.dedup_bands <= 256, "dedup_bands", f"must be in 1..256 (got {self.dedup_bands})")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        self.check_inputs(batch)
+        rows = self.accepted(batch)
+        if self.keep is None or not rows:
+            return batch
+        used = [c for c in self.expression.used if c in batch.column_names] or ["status"]  # never copy frames
+        judged = self.expression.evaluate(batch.select(used).take(pa.array(rows, pa.int64())))
+        status = batch.column("status").to_pylist()
+        reason = batch.column("reason").to_pylist()
+        for row, why in zip(rows, judged):
+            if why is not None:
+                status[row], reason[row] = "rejected", why
+        batch = batch.set_column(batch.schema.get_field_index("status"), "status", pa.array(status, pa.string()))
+        return batch.set_column(batch.schema.get_field_index("reason"), "reason", pa.array(reason, pa.string()))
+
+
+def catalog_columns() -> pa.Schema:
+    """What a keep expression may read: the clips table's columns plus clip_score's (default prompts)."""
+    return extend(CLIPS, _default_score_fields())
+
+
+def _default_score_fields() -> tuple[pa.Field, ...]:
+    return (*(pa.field(f"clip_{k}", t) for k, t in FIXED.items()),
+            *(pa.field(f"clip_{k}", pa.float32()) for k in DEFAULT_PROMPTS))
