@@ -1,0 +1,189 @@
+"""Stage `caption` (1:1, GPU actor; runs on CPU too): a dense description of each clip by a VLM.
+
+A transformers vision-language model, named by hub id or local folder, is
+loaded with AutoProcessor and AutoModelForImageTextToText (which picks the
+checkpoint's own class, e.g. Qwen3VLForConditionalGeneration). Each accepted
+clip's K sampled frames (split's `frames`) go in as one video, with their real
+frame indices and fps so models that print timestamps (Qwen3-VL) get them
+right, or as K images (`input_mode: images`). The prompt is a template over the
+clip's facts, rendered with the model's chat template. Requests are sorted by
+input size, batched (left padding, KV cache, greedy), in bf16 on a GPU.
+
+Stored per clip: `caption_dense`, its token count, n-gram repetition, empty
+and truncated flags, and the caption's version: model id, prompt hash and
+generation settings, so captions of two captioners are told apart in SQL.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from stages._generate import (Throughput, Timer, generation_kwargs, length_batches, load_kwargs, model_ref,
+                              split_new_tokens, stop_ids)
+from stages._models import device_for, dtype_for, import_torchvision
+from stages._textquality import check_template, prompt_hash, repetition, settings_json
+from stages.base import Resources, Stage, require
+
+CATALOG = (
+    pa.field("caption_dense", pa.string()),
+    pa.field("caption_dense_tokens", pa.int32()),  # generated tokens, stop token excluded
+    pa.field("caption_dense_repetition", pa.float32()),  # share of repeated token 3-grams
+    pa.field("caption_dense_empty", pa.bool_()),
+    pa.field("caption_dense_truncated", pa.bool_()),  # hit max_new_tokens before a stop token
+    pa.field("caption_model", pa.string()),  # model id or path (@revision)
+    pa.field("caption_prompt_hash", pa.string()),
+    pa.field("caption_settings", pa.string()),  # JSON: generation settings, dtype, input mode
+)
+PLACEHOLDERS = ("duration_s", "num_frames", "fps", "width", "height", "frames")
+DEFAULT_PROMPT = (
+    "Describe this {duration_s:.1f}-second video clip in detail: the main subjects and their appearance, "
+    "what they do, the setting, the camera's framing and movement, the lighting, colours and visual style. "
+    "Describe only what is visible."
+)
+_EXAMPLE = dict(duration_s=4.0, num_frames=96, fps=24.0, width=1280, height=720, frames=8)
+
+
+@dataclass
+class Caption(Stage):
+    name = "caption"
+    inputs = ("status", "frames", "frames_shape", "sample_frame_indices", "start_frame", "num_frames", "fps",
+              "duration_s", "width", "height")
+    outputs = tuple(f.name for f in CATALOG)
+    catalog_fields = CATALOG
+
+    model: str = "Qwen/Qwen3-VL-8B-Instruct"  # hub id or local folder
+    revision: str | None = None
+    prompt: str = DEFAULT_PROMPT  # placeholders: {duration_s} {num_frames} {fps} {width} {height} {frames}
+    system_prompt: str = ""  # empty: no system message
+    input_mode: Literal["video", "images"] = "video"
+    max_new_tokens: int = 256
+    min_new_tokens: int = 0  # > 0 forces a fixed generation length (benchmarks only)
+    gen_batch_size: int = 8  # clips per generate call (after sorting by input size)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    attn_implementation: str | None = None  # None: transformers' default (sdpa)
+    trust_remote_code: bool = False
+    processor_kwargs: dict[str, Any] = field(default_factory=dict)  # extra processor call arguments
+    resources: Resources = field(default_factory=lambda: Resources(cpus=1, gpus=1, concurrency=1, batch_size=32))
+
+    def __post_init__(self):
+        require(bool(self.model.strip()), "model", "must name a hub id or a local folder")
+        self.model = model_ref(self.model)
+        check_template(self.prompt, "prompt", PLACEHOLDERS)
+        try:
+            self.prompt.format(**_EXAMPLE)
+        except (ValueError, TypeError, IndexError) as err:
+            raise ValueError(f"prompt: does not render: {err}") from None
+        require(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1 (got {self.max_new_tokens})")
+        require(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens",
+                f"must be between 0 and max_new_tokens (got {self.min_new_tokens})")
+        require(self.gen_batch_size >= 1, "gen_batch_size", f"must be >= 1 (got {self.gen_batch_size})")
+
+    def setup(self) -> None:
+        import_torchvision()  # before transformers' model classes (stages/_models.py)
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self._device = device_for(self.resources.gpus)
+        self._dtype = dtype_for(self.dtype, self._device)
+        kwargs = load_kwargs(self.revision, self.trust_remote_code, None)
+        self._processor = AutoProcessor.from_pretrained(self.model, **kwargs)
+        self._tokenizer = self._processor.tokenizer
+        self._tokenizer.padding_side = "left"
+        model_kwargs = load_kwargs(self.revision, self.trust_remote_code, self.attn_implementation)
+        self._model = AutoModelForImageTextToText.from_pretrained(self.model, dtype=self._dtype, **model_kwargs)
+        self._model.to(self._device).eval()
+        self._stop = stop_ids(self._model, self._tokenizer)
+        self._generate_kwargs = generation_kwargs(self.max_new_tokens, self.min_new_tokens, self._stop,
+                                                  self._tokenizer.pad_token_id)
+        self.throughput = Throughput("caption")
+        self._version = {
+            "caption_model": self.model + (f"@{self.revision}" if self.revision else ""),
+            "caption_prompt_hash": prompt_hash(self.system_prompt, self.prompt, self.input_mode),
+            "caption_settings": settings_json({
+                "max_new_tokens": self.max_new_tokens, "min_new_tokens": self.min_new_tokens,
+                "decoding": "greedy", "dtype": str(self._dtype).removeprefix("torch."),
+                "input_mode": self.input_mode, "model_class": type(self._model).__name__,
+                "processor_kwargs": self.processor_kwargs}),
+        }
+
+    # -- prompts ---------------------------------------------------------------------------------------
+
+    def messages(self, clip: dict[str, Any]) -> list[dict[str, Any]]:
+        """The chat for one clip: optional system message, then the frames and the rendered prompt."""
+        count = clip["frames_shape"][0] if clip.get("frames_shape") else _EXAMPLE["frames"]
+        text = self.prompt.format(duration_s=clip["duration_s"], num_frames=clip["num_frames"], fps=clip["fps"],
+                                  width=clip["width"], height=clip["height"], frames=count)
+        visual = [{"type": "video"}] if self.input_mode == "video" else [{"type": "image"}] * count
+        chat = [{"role": "system", "content": [{"type": "text", "text": self.system_prompt}]}] if self.system_prompt else []
+        return chat + [{"role": "user", "content": visual + [{"type": "text", "text": text}]}]
+
+    def render(self, clip: dict[str, Any]) -> str:
+        """The prompt text for one clip, as the model's chat template writes it (before frames expand)."""
+        return self._processor.apply_chat_template(self.messages(clip), tokenize=False, add_generation_prompt=True)
+
+    # -- the stage ------------------------------------------------------------------------------------
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        self.check_inputs(batch)
+        rows = [i for i in self.accepted(batch) if batch.column("frames")[i].is_valid]
+        clips = batch.select([c for c in self.inputs if c != "status"]).take(pa.array(rows, pa.int64())).to_pylist()
+        out: dict[str, list] = {f.name: [None] * batch.num_rows for f in CATALOG}
+        texts = [self.render(c) for c in clips]
+        sizes = [(int(np.prod(c["frames_shape"])), len(t)) for c, t in zip(clips, texts)]  # ~ input tokens
+        generated_rows = tokens = 0
+        with Timer() as timer:
+            for group in length_batches(sizes, self.gen_batch_size):
+                for index, result in zip(group, self._generate([clips[j] for j in group], [texts[j] for j in group])):
+                    self._store(out, rows[index], result)
+                    generated_rows, tokens = generated_rows + 1, tokens + result.produced
+        if rows:
+            self.throughput.add(generated_rows, tokens, timer.seconds)
+        for f in CATALOG:
+            batch = batch.append_column(f, pa.array(out[f.name], type=f.type))
+        return batch
+
+    def model_inputs(self, clips: list[dict[str, Any]], texts: list[str]):
+        """The processor's batch (left-padded ids, pixel values, grids) for clips and their rendered prompts."""
+        frames = [_frames(c) for c in clips]
+        if self.input_mode == "video":
+            visual = {"videos": frames, "video_metadata": [_metadata(c) for c in clips], "do_sample_frames": False}
+        else:
+            visual = {"images": [list(f) for f in frames]}
+        inputs = self._processor(text=texts, padding=True, return_tensors="pt", **visual, **self.processor_kwargs)
+        return inputs.to(device=self._device, dtype=self._dtype)
+
+    def _generate(self, clips: list[dict[str, Any]], texts: list[str]):
+        import torch
+
+        inputs = self.model_inputs(clips, texts)
+        with torch.inference_mode():
+            sequences = self._model.generate(**inputs, **self._generate_kwargs)
+        return split_new_tokens(sequences[:, inputs["input_ids"].shape[1]:], self._stop, self.max_new_tokens)
+
+    def _store(self, out: dict[str, list], row: int, result) -> None:
+        text = self._tokenizer.decode(result.ids, skip_special_tokens=True).strip()
+        values = {"caption_dense": text, "caption_dense_tokens": len(result.ids),
+                  "caption_dense_repetition": repetition(result.ids), "caption_dense_empty": not text,
+                  "caption_dense_truncated": result.truncated, **self._version}
+        for name, value in values.items():
+            out[name][row] = value
+
+
+def _frames(clip: dict[str, Any]) -> np.ndarray:
+    """The clip's sampled frames as (K, H, W, 3) uint8; a single frame is repeated (video models need 2)."""
+    frames = np.frombuffer(clip["frames"], dtype=np.uint8).reshape(clip["frames_shape"]).copy()  # writable for torch
+    return np.concatenate([frames, frames]) if frames.shape[0] == 1 else frames
+
+
+def _metadata(clip: dict[str, Any]):
+    """Where the sampled frames sit in the clip (frame indices from its start, fps): timestamps in prompts."""
+    from transformers.video_utils import VideoMetadata
+
+    indices = [int(i) - int(clip["start_frame"]) for i in clip["sample_frame_indices"]]
+    if len(indices) == 1:
+        indices = indices * 2
+    return VideoMetadata(total_num_frames=int(clip["num_frames"]), fps=float(clip["fps"]),
+                         width=int(clip["width"]), height=int(clip["height"]),
+                         duration=float(clip["duration_s"]), frames_indices=indices)

@@ -1,0 +1,86 @@
+"""`vidprep expand "a prompt"` (prompt upsampling) and captions in the catalog after a run."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.catalog import query
+from pipeline.config import load_config
+from pipeline.runner import run
+from pipeline.synth import write_video
+from pipeline.tiny import llm, vlm
+from stages._textquality import strip_stock_opening
+
+REPLY = '{"long": "The video shows a red fox trotting through deep snow at dawn.", "short": "A fox in snow."}'
+SYSTEM = "Reply with the JSON caption."
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread while fitting the taught model here: on two busy cores, more threads are slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory) -> str:
+    return llm.build(tmp_path_factory.getbasetemp() / "tiny-llm")["llm"]
+
+
+@pytest.fixture(scope="session")
+def json_llm(tiny_llm, tmp_path_factory) -> str:
+    folder = tmp_path_factory.getbasetemp() / "tiny-llm-json"
+    return str(folder) if (folder / "config.json").exists() else llm.fit_reply(tiny_llm, folder, REPLY, SYSTEM)
+
+
+def expand(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "expand", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_expand_command_prints_the_upsampled_prompt(json_llm):
+    done = expand("a red fox in snow", "--set", f"stages.expand.model={json_llm}",
+                  "--set", f"stages.expand.system_prompt={SYSTEM}", "--set", "stages.expand.resources.gpus=0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "A red fox trotting through deep snow at dawn.\n"
+
+
+def test_expand_command_says_when_it_falls_back(tiny_llm):
+    done = expand("a red fox in snow", "--json", "--set", f"stages.expand.model={tiny_llm}",
+                  "--set", "stages.expand.max_new_tokens=8", "--set", "stages.expand.retries=0")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["long"] == "a red fox in snow" and result["status"] == "fallback" and result["attempts"] == 1
+    assert result["reason"].startswith("truncated: no end within max_new_tokens=8")
+    assert "vidprep expand: fallback (truncated" in done.stderr
+
+
+def test_expand_command_rejects_a_bad_setting():
+    done = expand("a fox", "--set", "stages.expand.retries=-2")
+    assert done.returncode == 2 and "stages.expand.retries: must be >= 0" in done.stderr
+
+
+def test_captions_reach_the_catalog(tmp_path, tmp_path_factory, tiny_llm):
+    model = vlm.build(tmp_path_factory.getbasetemp() / "tiny-vlm")["vlm"]
+    write_video(tmp_path / "in" / "a.mp4", [60, 72], width=160, height=96, seed=3)
+    config = load_config(None, [
+        "run.runner=sequential", "stages.split.sample_frames=4", "stages.split.decode_short_side=96",
+        f"stages.caption.model={model}", "stages.caption.max_new_tokens=6", "stages.caption.resources.gpus=0",
+        f"stages.expand.model={tiny_llm}", "stages.expand.max_new_tokens=8", "stages.expand.retries=0",
+        "stages.expand.resources.gpus=0"])
+    run(config, str(tmp_path / "in"), tmp_path / "out", progress=False)
+    rows = query(tmp_path / "out", "SELECT status, caption_dense, caption_dense_tokens, caption_model, "
+                 "caption_long, expand_status, expand_reason, expand_model FROM clips ORDER BY clip_index").to_pylist()
+    assert len(rows) == 2 and all(r["status"] == "accepted" for r in rows)
+    for row in rows:
+        assert row["caption_dense_tokens"] == 6 and row["caption_model"] == model
+        assert row["expand_status"] == "fallback" and row["expand_reason"].startswith("truncated")
+        assert row["caption_long"] == strip_stock_opening(row["caption_dense"])  # the fallback: the dense caption
+        assert row["expand_model"] == tiny_llm
