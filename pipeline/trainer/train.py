@@ -1,0 +1,254 @@
+"""Train the video DiT on committed shards: one process, DDP under torchrun, or Ray Train.
+
+    vidprep train --data OUT -c configs/train_baby.yaml
+    torchrun --nproc_per_node 8 -m pipeline.cli train --data OUT -c my.yaml
+    vidprep train --data /shared/OUT --backend ray --ray-address auto --num-workers 16
+
+`main(config)` reads top-down like DiT's train.py: set up DDP, the results
+folder and logging (rank 0), data, model + EMA + optimiser, resume, then the
+loop (rank-0 log line every `log_every` steps with loss, steps/s, tokens/s;
+held-out loss at fixed t every `eval_every`; a checkpoint every `ckpt_every`
+and at the end). Resuming continues bit for bit on CPU: weights, EMA,
+optimiser, loader position and every RNG that the loop draws from.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from pipeline.trainer.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
+from pipeline.trainer.config import TrainConfig
+from pipeline.trainer.flow import Flow
+from pipeline.trainer.index import ShardIndex
+from pipeline.trainer.loader import Loader, text_dim
+from pipeline.trainer.model import DiT
+from pipeline.typed import to_dict
+
+log = logging.getLogger("vidprep.train")
+
+
+def main(config: TrainConfig, device: str | None = None) -> dict[str, Any]:
+    cfg = config
+    # Setup DDP:
+    rank, world_size, device = setup_distributed(device or cfg.train.device)
+    use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+
+    # Setup an experiment folder and logging (rank 0 writes):
+    results = Path(cfg.train.results)
+    if rank == 0:
+        results.mkdir(parents=True, exist_ok=True)
+    resume_from = latest_checkpoint(results) if cfg.train.resume == "auto" else None
+    if cfg.train.resume == "never" and latest_checkpoint(results) is not None:
+        raise ValueError(f"train.resume: {results} already has checkpoints; use another folder or resume: auto")
+
+    # Setup data:
+    index = ShardIndex.open(cfg.data.path)
+    model_cfg = cfg.model.build(in_channels=index.channels, text_dim=text_dim(index))
+    loader = Loader(index, cfg.data, (model_cfg.patch_t, model_cfg.patch_size), seed=cfg.train.seed,
+                    rank=rank, world_size=world_size, pin_memory=device.type == "cuda")
+    norm = latent_norm(index, cfg.data.latent_norm)
+    mean, std = (torch.tensor(v, device=device).view(-1, 1, 1, 1) for v in norm) if norm else (0.0, 1.0)
+    heldout = loader.heldout() if cfg.data.holdout_fraction > 0 else []
+
+    # Create model, EMA and optimiser:
+    model = DiT(model_cfg).to(device)
+    ema = deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                            weight_decay=cfg.optim.weight_decay)
+    flow = Flow(cfg.flow)
+    generator = torch.Generator(device).manual_seed(cfg.train.seed * 65537 + rank)  # t and noise, per rank
+    step = 0
+    checkpoint_config = {"train_config": to_dict(cfg), "model": model_cfg.as_dict(), "index_hash": index.hash,
+                         "data": {"out": str(index.out), "latents": index.meta, "latent_norm": norm,
+                                  "buckets": index.bucket_table(), "text_dim": text_dim(index)}}
+
+    # Resume:
+    if resume_from is not None:
+        model.load_state_dict(load_weights(resume_from, ema=False, device=str(device)))
+        ema.load_state_dict(load_weights(resume_from, ema=True, device=str(device)))
+        state = load_state(resume_from)
+        opt.load_state_dict(state["optimizer"])
+        loader.load_state_dict(state["loader"])
+        rng = state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0]
+        generator.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        step = state["step"]
+    model_params = sum(p.numel() for p in model.parameters())
+    if rank == 0:
+        log.info("DiT %s: %s parameters; %d rows in %d buckets; %d batches per epoch per rank; world size %d; %s%s",
+                 cfg.model.size, f"{model_params:,}", len(index), len(index.keys), loader.steps_per_epoch,
+                 world_size, device, f"; resumed at step {step} from {resume_from}" if resume_from else "")
+    ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world_size > 1 else model
+
+    # Training loop:
+    model.train()
+    losses, samples, tokens_seen = [], 0, 0
+    interval = {"loss": torch.zeros((), device=device), "steps": 0, "tokens": 0, "start": time.perf_counter()}
+    data = iter(loader)
+    while step < cfg.train.steps:
+        batch = next(data)
+        x = (batch["latent"].to(device, non_blocking=True).float() - mean) / std  # (N, C, T, H, W)
+        text = batch["text"].to(device, non_blocking=True).float()  # (N, S, E)
+        text_mask = batch["text_mask"].to(device, non_blocking=True)  # (N, S)
+        tokens = model.tokens(x.shape[1:])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = flow.loss(lambda xt, t: ddp(xt, t, text=text, text_mask=text_mask), x, tokens, generator).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
+        for group in opt.param_groups:
+            group["lr"] = cfg.optim.lr * min(1.0, (step + 1) / cfg.optim.warmup_steps) if cfg.optim.warmup_steps else cfg.optim.lr
+        opt.step()
+        update_ema(ema, model, cfg.train.ema_decay)
+        step += 1
+        samples += x.shape[0]
+        tokens_seen += x.shape[0] * tokens
+        interval["loss"] += loss.detach()  # no host sync until the log line
+        interval["steps"] += 1
+        interval["tokens"] += x.shape[0] * tokens
+
+        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            stats = torch.stack([interval["loss"].double(), torch.tensor(float(interval["steps"]), device=device, dtype=torch.float64),
+                                 torch.tensor(float(interval["tokens"]), device=device, dtype=torch.float64)])
+            if world_size > 1:
+                dist.all_reduce(stats)
+            seconds = time.perf_counter() - interval["start"]
+            record = {"step": step, "epoch": loader.epoch, "loss": stats[0].item() / stats[1].item(),
+                      "steps_per_s": interval["steps"] / seconds, "tokens_per_s": stats[2].item() / seconds,
+                      "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"]}
+            losses.append(record["loss"])
+            if heldout and (step % cfg.train.eval_every == 0 or step == cfg.train.steps) and rank == 0:
+                record["heldout"] = heldout_loss(model, heldout, flow, cfg.train.heldout_t, (mean, std), device, use_bf16)
+            if rank == 0:
+                log.info("step %d  loss %.4f  %.2f steps/s  %.0f tokens/s%s", step, record["loss"], record["steps_per_s"],
+                         record["tokens_per_s"], "  heldout " + json.dumps(record["heldout"]) if "heldout" in record else "")
+                with open(results / "log.jsonl", "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            interval = {"loss": torch.zeros((), device=device), "steps": 0, "tokens": 0, "start": time.perf_counter()}
+
+        if step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
+            rng = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+            rngs = [rng]
+            if world_size > 1:
+                rngs = [None] * world_size
+                dist.all_gather_object(rngs, rng)
+            if rank == 0:
+                state = {"optimizer": opt.state_dict(), "loader": loader.state_dict(), "rng": rngs}
+                path = save_checkpoint(results, step, model, ema, state, checkpoint_config, cfg.train.keep_checkpoints)
+                log.info("saved checkpoint %s", path)
+
+    # Finish: check that DDP kept the ranks identical, report, clean up.
+    totals = torch.tensor([samples, tokens_seen], device=device, dtype=torch.float64)
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    in_sync = True
+    if world_size > 1:
+        dist.all_reduce(totals)
+        sums = [torch.zeros_like(checksum) for _ in range(world_size)]
+        dist.all_gather(sums, checksum)
+        in_sync = all(torch.equal(s, sums[0]) for s in sums)
+    summary = {"steps": step, "world_size": world_size, "device": str(device), "parameters": model_params,
+               "losses": losses, "samples": int(totals[0]), "tokens": int(totals[1]), "ranks_in_sync": in_sync,
+               "loader": loader.state_dict(), "checkpoint": str(latest_checkpoint(results))}
+    if rank == 0:
+        (results / "summary.json").write_text(json.dumps(summary, indent=1))
+    if world_size > 1 and os.environ.get("VIDPREP_OWNS_PG") == "1":
+        dist.destroy_process_group()
+    return summary
+
+
+def setup_distributed(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device): under torchrun (WORLD_SIZE > 1) start the process group; under Ray
+    Train it is already started. NCCL on GPUs, gloo on CPU."""
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device == "auto":
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        os.environ["VIDPREP_OWNS_PG"] = "1"
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), device
+    return 0, 1, device
+
+
+def latent_norm(index: ShardIndex, mode: str) -> tuple[list[float], list[float]] | None:
+    if mode == "none" or (mode == "auto" and index.channel_mean is None):
+        return None
+    if index.channel_mean is None:
+        raise ValueError("data.latent_norm: 'stats' needs committed shard_stats files; there are none")
+    return index.channel_mean, index.channel_std
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    ema_params = list(ema.parameters())
+    torch._foreach_mul_(ema_params, decay)
+    torch._foreach_add_(ema_params, [p.detach() for p in model.parameters()], alpha=1 - decay)
+
+
+@torch.no_grad()
+def heldout_loss(model: DiT, batches: list[dict], flow: Flow, ts: list[float], norm, device, use_bf16: bool) -> dict[str, float]:
+    """Mean loss over the held-out batches at fixed t, with fixed noise: comparable from step to step."""
+    mean, std = norm
+    totals = {t: 0.0 for t in ts}
+    for i, batch in enumerate(batches):
+        x = (batch["latent"].to(device).float() - mean) / std  # (N, C, T, H, W)
+        text, text_mask = batch["text"].to(device).float(), batch["text_mask"].to(device)
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(i)).to(device)
+        for t in ts:
+            times = torch.full((x.shape[0],), t, device=device)
+            if flow.config.objective == "ddpm":
+                times = (times * (flow.config.ddpm_steps - 1)).round().long()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = flow.loss(lambda xt, tt: model(xt, tt, text=text, text_mask=text_mask), x, model.tokens(x.shape[1:]),
+                                 None, t=times, noise=noise)
+            totals[t] += loss.mean().item() / len(batches)
+    return {f"{t:g}": round(v, 6) for t, v in totals.items()}
+
+
+def run_ray(config: TrainConfig, num_workers: int, address: str | None = None, use_gpu: bool | None = None) -> dict:
+    """The same `main` on Ray Train's TorchTrainer workers (process group set up by Ray). Data and
+    results must be on a filesystem every worker sees; paths are made absolute here."""
+    try:
+        import ray
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+    except ImportError as err:
+        raise RuntimeError(f"--backend ray needs Ray Train (pip install 'ray[train]'): {err}") from None
+
+    from pipeline.executors import init_ray
+
+    config.data.path = str(Path(config.data.path).resolve())
+    config.train.results = str(Path(config.train.results).resolve())
+    if address is None and not ray.is_initialized():  # a new local instance, never a stray one on this machine
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+    init_ray(address, None)  # a cluster: vidprep's code shipped to its workers
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
+    trainer = TorchTrainer(_ray_worker, train_loop_config={"config": to_dict(config)},
+                           scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+                           run_config=RunConfig(name="vidprep-train", storage_path=str(Path(config.train.results) / "ray")))
+    trainer.fit()
+    return json.loads((Path(config.train.results) / "summary.json").read_text())
+
+
+def _ray_worker(loop_config: dict) -> None:
+    import ray.train.torch
+
+    from pipeline.trainer.config import TrainConfig
+    from pipeline.typed import build
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    main(build(TrainConfig, loop_config["config"], ""), device=str(ray.train.torch.get_device()))
