@@ -1,4 +1,5 @@
-"""The `vidprep` command: run, query, demo-videos, bench."""
+"""The `vidprep` command: run, query, refilter, search, report, demo-videos, demo-models, expand, bench, train,
+sample."""
 from __future__ import annotations
 
 import argparse
@@ -35,18 +36,78 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("demo-models", help="build the demo's tiny random models (offline; meaningless outputs)")
     m.add_argument("folder")
 
-    b = sub.add_parser("bench", help="benchmarks; results to JSON and docs/BENCHMARKS.md")
-    b.add_argument("--quick", action="store_true")
-    b.add_argument("--video", help="a video to split (default: a synthetic 720p H.264 file)")
-    b.add_argument("--repeats", type=int, default=5)
-    b.add_argument("--json", default="bench.json")
-    b.add_argument("--markdown", help="update this Markdown file's split table (e.g. docs/BENCHMARKS.md)")
+    x = sub.add_parser("expand", help="prompt upsampling: rewrite a short prompt in the training captions' style")
+    x.add_argument("prompt")
+    x.add_argument("--config", "-c", help="YAML config whose stages.expand settings are used (default: built-in)")
+    x.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. stages.expand.model=demo/models/llm (repeatable)")
+    x.add_argument("--json", action="store_true", help="print long and short captions, status and reason as JSON")
+
+    b = sub.add_parser("bench", help="every per-stage benchmark against its baseline; JSON + docs/BENCHMARKS.md")
+    b.add_argument("--quick", action="store_true", help="small inputs, few repeats: checks, not figures")
+    b.add_argument("--only", nargs="+", metavar="NAME", help="split clip caption encode loader memory (default: all)")
+    b.add_argument("--json-dir", default="bench-results", help="one JSON per benchmark, plus index.json")
+    b.add_argument("--no-markdown", dest="markdown", action="store_false",
+                   help="leave docs/BENCHMARKS.md and docs/RELIABILITY.md alone")
+    b.add_argument("--video", help="split: a video to split (default: a synthetic 720p H.264 file)")
+    b.add_argument("--repeats", type=int, default=5, help="split: interleaved rounds")
+
+    from pipeline.trainer.sizes import DiT_models  # torch-free
+
+    t = sub.add_parser("train", help="train the bundled video DiT on committed shards (torchrun for DDP)")
+    t.add_argument("--data", required=True, help="pipeline output folder (OUT or OUT/shards)")
+    t.add_argument("--config", "-c", help="training YAML (e.g. configs/train_baby.yaml); default: built-in")
+    t.add_argument("--results", "-o", help="checkpoints and logs (overrides train.results)")
+    t.add_argument("--model", choices=list(DiT_models), help="DiT size (overrides model.size)")
+    t.add_argument("--steps", type=int, help="total steps (overrides train.steps)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. optim.lr=0.0003 (repeatable)")
+    t.add_argument("--backend", choices=["torch", "ray"], default="torch",
+                   help="torch: this process (DDP under torchrun); ray: Ray Train's TorchTrainer")
+    t.add_argument("--ray-address", help="Ray cluster to train on (implies --backend ray)")
+    t.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (--backend ray)")
+
+    s = sub.add_parser("sample", help="generate a video from a prompt with a trained checkpoint")
+    s.add_argument("prompt")
+    s.add_argument("--checkpoint", required=True, help="a checkpoint folder, or a results folder (its latest)")
+    s.add_argument("--out", "-o", default="sample.mp4")
+    s.add_argument("--steps", type=int, help="Euler steps (default: the checkpoint's sample.steps)")
+    s.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: sample.cfg_scale)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--bucket", help="FRAMESxHEIGHTxWIDTH (default: the trained bucket with most clips)")
+    s.add_argument("--fps", type=float)
+    s.add_argument("--upsample", action=argparse.BooleanOptionalAction, default=None,
+                   help="expand the prompt with the caption expander first (default: sample.upsample)")
+    s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    s.add_argument("--device", default="auto")
+
+    r = sub.add_parser("refilter", help="re-decide clip statuses from stored scores (no recomputation)")
+    r.add_argument("output")
+    r.add_argument("--keep", help="SQL boolean expression over clip columns (default: the output's current one)")
+    r.add_argument("--keep-all", action="store_true", help="no keep expression: every scored clip passes")
+    r.add_argument("--near-duplicate-distance", type=float, help="cosine distance (default: the current one)")
+    r.add_argument("--no-dedup", action="store_true", help="turn near-duplicate rejection off")
+    r.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
+
+    h = sub.add_parser("report", help="write OUT/report.html: funnel, histograms, buckets, thumbnails (one file)")
+    h.add_argument("output")
+    h.add_argument("--to", help="write the page here instead of OUT/report.html")
+    h.add_argument("--thumbnails", type=int, default=48, help="accepted clips in the grid (default 48)")
+    h.add_argument("--examples", type=int, default=6, help="rejected clips shown per reason (default 6)")
+
+    f = sub.add_parser("search", help="find clips by text: CLIP text embedding, cosine ranking in DuckDB")
+    f.add_argument("output")
+    f.add_argument("text")
+    f.add_argument("-k", type=int, default=10, help="how many clips (default 10)")
+    f.add_argument("--all", action="store_true", help="search rejected clips too")
+    f.add_argument("--thumbnails", help="folder for the results' thumbnails (default: a new temp folder)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         return {"run": _run, "query": _query, "demo-videos": _demo_videos, "demo-models": _demo_models,
-                "bench": _bench}[args.command](args)
+                "bench": _bench, "expand": _expand, "report": _report,
+                "refilter": _refilter, "search": _search, "train": _train, "sample": _sample}[args.command](args)
     except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as err:
         print(f"vidprep {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -65,7 +126,11 @@ def _run(args) -> int:
     config = load_config(args.config, overrides)  # every field checked before any work
     result = run(config, args.input, args.output, progress=not args.no_progress,
                  allow_config_change=args.allow_config_change)
+    from pipeline.refilter import format_outcome
+
     print(run_summary(result))
+    if result.decisions is not None:
+        print(format_outcome(result.decisions))
     return 0
 
 
@@ -126,10 +191,108 @@ def _demo_models(args) -> int:
     return 0
 
 
-def _bench(args) -> int:
-    from pipeline.bench import main as bench_main
+def _expand(args) -> int:
+    """The sampler's expander (stages._expander.expand_prompt) on one prompt; a fallback is said on stderr."""
+    import json
 
-    return bench_main(args)
+    from pipeline.config import load_config
+    from stages._expander import expand_prompt
+
+    from pipeline.executors import pin_threads
+
+    config = load_config(args.config, args.overrides)
+    stage = config.stages.get("expand")
+    pin_threads(stage.resources.cpus if stage else 1)  # unpinned torch threads crawl on busy cores
+    result = expand_prompt(args.prompt, stage)
+    if args.json:
+        print(json.dumps({k: getattr(result, k) for k in ("long", "short", "status", "reason", "attempts")},
+                         ensure_ascii=False, indent=1))
+    else:
+        print(result.long or args.prompt)
+    if result.status != "ok":
+        print(f"vidprep expand: {result.status} ({result.reason}): the model's reply was not usable, "
+              "so the prompt is returned as it is", file=sys.stderr)
+    return 0
+
+
+def _bench(args) -> int:
+    from pipeline.bench_all import run_all
+
+    return run_all(args)
+
+
+def _train(args) -> int:
+    import json
+    import os
+
+    from pipeline.trainer.config import load_train_config
+    from pipeline.trainer.train import main as train_main, run_ray
+
+    overrides = [f"data.path={args.data}"] + list(args.overrides)
+    overrides += [f"train.results={args.results}"] if args.results else []
+    overrides += [f"model.size={args.model}"] if args.model else []
+    overrides += [f"train.steps={args.steps}"] if args.steps else []
+    config = load_train_config(args.config, overrides)  # every field checked before any work
+    if args.backend == "ray" or args.ray_address:
+        summary = run_ray(config, args.num_workers, args.ray_address)
+    else:
+        summary = train_main(config)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=1))
+    return 0
+
+
+def _sample(args) -> int:
+    import json
+
+    from pipeline.trainer.sample import sample
+
+    result = sample(args.prompt, args.checkpoint, args.out, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed,
+                    bucket=args.bucket, fps=args.fps, upsample=args.upsample, ema=not args.no_ema, device=args.device)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _refilter(args) -> int:
+    from pipeline.refilter import UNCHANGED, format_outcome, refilter
+
+    if args.keep is not None and args.keep_all:
+        raise ValueError("--keep and --keep-all exclude each other")
+    if args.near_duplicate_distance is not None and args.no_dedup:
+        raise ValueError("--near-duplicate-distance and --no-dedup exclude each other")
+    keep = None if args.keep_all else (UNCHANGED if args.keep is None else args.keep)
+    distance = None if args.no_dedup else (UNCHANGED if args.near_duplicate_distance is None
+                                           else args.near_duplicate_distance)
+    outcome = refilter(args.output, keep, distance, dry_run=args.dry_run)
+    print(format_outcome(outcome) + ("\n  (dry run: nothing written)" if args.dry_run else ""))
+    return 0
+
+
+def _search(args) -> int:
+    import tempfile
+
+    import pyarrow as pa
+
+    from pipeline.report import format_table
+    from pipeline.search import search, write_thumbnails
+
+    table = search(args.output, args.text, args.k, include_rejected=args.all)
+    folder = args.thumbnails or tempfile.mkdtemp(prefix="vidprep-search-")
+    paths = write_thumbnails(table, folder)
+    shown = table.select(["rank", "clip_id", "score", "caption", "source_uri", "start_s"]
+                         + (["status"] if args.all else []))
+    print(format_table(shown.append_column("thumbnail", pa.array(paths, pa.string())), max_width=60))
+    return 0
+
+
+def _report(args) -> int:
+    from pipeline.html_report import write_report
+
+    if args.thumbnails < 0 or args.examples < 0:
+        raise ValueError("--thumbnails and --examples must be >= 0")
+    path = write_report(args.output, args.to, thumbnails=args.thumbnails, examples=args.examples)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -167,6 +167,6 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
 
         modules = [str(Path(m.__file__).parent) for m in (pipeline, stages, schemas)]
         ray.init(address=address, runtime_env={"py_modules": modules}, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+    else:  # "local": a new embedded instance, never a cluster that happens to run on this machine
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
     log.info("ray: %s", ray.cluster_resources())

@@ -45,6 +45,7 @@ class RunResult:
     clips: int = 0
     recovered: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
+    decisions: Any = None  # the end-of-run status pass (near-duplicates), pipeline.refilter.Outcome
 
 
 def run(config: Config, source: str, output: str | Path, *, progress: bool = True,
@@ -69,6 +70,9 @@ def run(config: Config, source: str, output: str | Path, *, progress: bool = Tru
         pending.unlink(missing_ok=True)
         result.wall_s = time.time() - started
         _write_run_json(out, config, result, started)
+    from pipeline.refilter import after_run
+
+    result.decisions = after_run(out, config)  # near-duplicates need every committed clip: after the commits
     return result
 
 

@@ -34,7 +34,8 @@ def shard_tables(rows: pa.Table) -> dict[str, tuple[pa.Table, dict]]:
         part = part.rename_columns([RENAMES.get(c, c) for c in part.column_names])
         part = conform(part.sort_by("clip_id"), SHARDS)  # one bucket: one latent shape
         part = part.replace_schema_metadata({**(part.schema.metadata or {}), LATENT_METADATA_KEY: meta.encode()})
-        row_bytes = max(1, part.column("latent").nbytes // max(1, part.num_rows))
+        tensor_bytes = sum(part.column(c).nbytes for c in TENSOR_COLUMNS)  # text embeddings can outweigh latents
+        row_bytes = max(1, tensor_bytes // max(1, part.num_rows))
         options = {
             "row_group_size": max(1, ROW_GROUP_BYTES // row_bytes),
             "compression": {name: ("none" if name in TENSOR_COLUMNS else "zstd") for name in SHARDS.names},

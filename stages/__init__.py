@@ -2,14 +2,23 @@
 from stages.base import Resources, Stage
 from stages.probe import Probe
 from stages.split import Split
+from stages.clip_score import ClipScore
+from stages.filter import Filter
+from stages.caption import Caption
+from stages.expand import Expand
 from stages.encode import Encode
 
 # Plan order (DESIGN.md): a stage named in the config's `stages:` runs, in this order.
 STAGES: dict[str, type[Stage]] = {
     "probe": Probe,
     "split": Split,
+    "clip_score": ClipScore,  # GPU actor: embeddings and scores of accepted clips
+    "filter": Filter,  # keep expression over the scores; near-duplicates after the commits
+    "caption": Caption,  # after clip_score/filter: only kept clips are captioned
+    "expand": Expand,
     "encode": Encode,  # last: it embeds the captions written before it
 }
 REQUIRED_STAGES = ("probe", "split")
 
-__all__ = ["STAGES", "REQUIRED_STAGES", "Resources", "Stage", "Probe", "Split", "Encode"]
+__all__ = ["STAGES", "REQUIRED_STAGES", "Resources", "Stage", "Probe", "Split", "ClipScore", "Filter", "Caption",
+           "Expand", "Encode"]

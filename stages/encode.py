@@ -90,7 +90,8 @@ class Encode(Stage):
         self.text = (TextEncoder.load(self.text_encoder, self.text_kind, self.device, compute, self.text_max_tokens,
                                       trust_remote_code=self.trust_remote_code) if self.text_encoder else None)
         meta = self.model.metadata()
-        meta.update(latent_dtype=self.latent_dtype, text_encoder=self.text_encoder, text_kind=self.text_kind,
+        meta.update(latent_dtype=self.latent_dtype, vae_subfolder=self.vae_subfolder, vae_revision=self.vae_revision,
+                    text_encoder=self.text_encoder, text_kind=self.text_kind, text_max_tokens=self.text_max_tokens,
                     text_dtype=self.text_dtype if self.text else None, target_fps=self.target_fps)
         self.meta_json = json.dumps(meta, sort_keys=True)
 

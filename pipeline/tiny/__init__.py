@@ -17,6 +17,9 @@ from pathlib import Path
 BUILDERS: dict[str, str] = {  # name → module under pipeline.tiny, each with build(folder)
     "vae": "vae",
     "text": "text",
+    "vlm": "vlm",  # tiny Qwen3-VL for stage caption
+    "llm": "llm",  # tiny Qwen3 causal LM for stage expand and `vidprep expand`
+    "clip": "clip",  # tiny open_clip ViT CLIP + LAION-shaped aesthetic head for stage clip_score
 }
 
 

@@ -16,7 +16,11 @@ def write(tmp_path, text: str) -> Path:
     return path
 
 
-def test_shipped_configs_load():
+def test_shipped_configs_load(monkeypatch):
+    from pipeline.tiny import clip
+
+    clip.build(ROOT / "demo" / "models" / "clip")  # demo.yaml's CLIP files are checked at load (make demo builds them)
+    monkeypatch.chdir(ROOT)  # demo.yaml's model paths are relative to the repository root
     for name in ("default.yaml", "demo.yaml"):
         config = load_config(ROOT / "configs" / name)
         assert [s.name for s in config.plan()][:2] == ["probe", "split"]
@@ -28,6 +32,7 @@ def test_overrides_are_typed_and_applied(tmp_path):
     split = config.stages["split"]
     assert (split.detector, split.max_clip_s, split.resources.cpus) == ("content", 8.0, 2.0)
     assert config.run.wave_size == 3
+    assert load_config(None, ["stages.split.min_clip_s=3e-1"]).stages["split"].min_clip_s == 0.3  # YAML: a string
 
 
 @pytest.mark.parametrize("text, overrides, message", [
