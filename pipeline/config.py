@@ -75,6 +75,11 @@ class Config:
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read YAML (safe loader), apply `key=value` overrides, validate everything."""
+    return from_dict(read_yaml(path, overrides))
+
+
+def read_yaml(path: str | Path | None, overrides: list[str] = ()) -> dict[str, Any]:
+    """A config file's mapping (safe loader; {} without a file) with `key=value` overrides applied."""
     data: dict[str, Any] = {}
     if path is not None:
         text = Path(path).read_text()
@@ -86,7 +91,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
             raise ConfigError(f"{path}: the top level must be a mapping")
     for item in overrides:
         apply_override(data, item)
-    return from_dict(data)
+    return data
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:

@@ -70,3 +70,32 @@ def bikes_mp4() -> str:
     path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "bikes.mp4")
     assert os.path.exists(path), path
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread, as the runners pin a 1-CPU worker: on two busy cores, more threads are slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory) -> str:
+    from pipeline.tiny import llm
+
+    return llm.build(tmp_path_factory.getbasetemp() / "tiny-llm")["llm"]
+
+
+@pytest.fixture(scope="session")
+def json_llm(tiny_llm, tmp_path_factory) -> str:
+    """The tiny LM trained for a few seconds to answer every expander prompt with TAUGHT_REPLY (real generation)."""
+    from pipeline.tiny import llm
+
+    folder = tmp_path_factory.getbasetemp() / "tiny-llm-json"
+    if (folder / "config.json").exists():
+        return str(folder)
+    return llm.fit_reply(tiny_llm, folder, llm.TAUGHT_REPLY, llm.TAUGHT_SYSTEM)

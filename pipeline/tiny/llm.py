@@ -26,6 +26,10 @@ SIZES = {
 }
 
 
+# What tests teach the tiny LM to answer (fit_reply), under this system prompt: a real generated reply to parse.
+TAUGHT_REPLY = '{"long": "The video shows a red fox trotting through deep snow at dawn.", "short": "A fox in snow."}'
+TAUGHT_SYSTEM = "Reply with the JSON caption."
+
 def build(folder: str | Path, seed: int = 0, size: str = "tiny") -> dict[str, str]:
     """Save a random Qwen3 LM of `size` to `folder` (skipped when already there); returns {"llm": folder}."""
     folder = Path(folder)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-
-from pipeline.config import apply_override
+from pipeline.config import read_yaml
 from pipeline.trainer.flow import FlowConfig
 from pipeline.trainer.loader import DataConfig
 from pipeline.trainer.sizes import DiT_models
@@ -114,14 +112,4 @@ class TrainConfig:
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-    for item in overrides:
-        apply_override(data, item)
-    return build(TrainConfig, data, "")
+    return build(TrainConfig, read_yaml(path, overrides), "")

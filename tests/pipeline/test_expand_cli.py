@@ -10,34 +10,13 @@ from pipeline.catalog import query
 from pipeline.config import load_config
 from pipeline.runner import run
 from pipeline.synth import write_video
-from pipeline.tiny import llm, vlm
+from pipeline.tiny import vlm
 from stages._textquality import strip_stock_opening
+from pipeline.tiny.llm import TAUGHT_SYSTEM as SYSTEM
 
-REPLY = '{"long": "The video shows a red fox trotting through deep snow at dawn.", "short": "A fox in snow."}'
-SYSTEM = "Reply with the JSON caption."
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ROOT = Path(__file__).parents[2]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread while fitting the taught model here: on two busy cores, more threads are slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_llm(tmp_path_factory) -> str:
-    return llm.build(tmp_path_factory.getbasetemp() / "tiny-llm")["llm"]
-
-
-@pytest.fixture(scope="session")
-def json_llm(tiny_llm, tmp_path_factory) -> str:
-    folder = tmp_path_factory.getbasetemp() / "tiny-llm-json"
-    return str(folder) if (folder / "config.json").exists() else llm.fit_reply(tiny_llm, folder, REPLY, SYSTEM)
 
 
 def expand(*args: str) -> subprocess.CompletedProcess:

@@ -15,16 +15,7 @@ from stages.caption import CATALOG, Caption
 from stages.probe import Probe
 from stages.split import Split
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as the runners pin a 1-CPU worker: on two busy cores, more threads are slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="session")

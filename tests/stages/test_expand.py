@@ -4,36 +4,12 @@ import json
 import pyarrow as pa
 import pytest
 
-from pipeline.tiny import llm
 from stages._expander import expand_prompt, parse_expansion, upsample
 from stages.base import Resources
 from stages.expand import CATALOG, Expand
+from pipeline.tiny.llm import TAUGHT_SYSTEM as SYSTEM
 
-REPLY = '{"long": "The video shows a red fox trotting through deep snow at dawn.", "short": "A fox in snow."}'
-SYSTEM = "Reply with the JSON caption."  # the taught model learnt its reply under this system prompt
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as the runners pin a 1-CPU worker: on two busy cores, more threads are slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_llm(tmp_path_factory) -> str:
-    return llm.build(tmp_path_factory.getbasetemp() / "tiny-llm")["llm"]
-
-
-@pytest.fixture(scope="session")
-def json_llm(tiny_llm, tmp_path_factory) -> str:
-    """The tiny LM trained for a few seconds to answer every expander prompt with REPLY (real generation)."""
-    folder = tmp_path_factory.getbasetemp() / "tiny-llm-json"
-    return str(folder) if (folder / "config.json").exists() else llm.fit_reply(tiny_llm, folder, REPLY, SYSTEM)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make(model: str, **settings) -> Expand:
