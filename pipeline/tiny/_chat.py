@@ -78,3 +78,16 @@ def train_tokenizer(vocab_size: int = 1024, seed: int = 0):
         additional_special_tokens=SPECIAL_TOKENS[1:], chat_template=CHAT_TEMPLATE,
         padding_side="left", clean_up_tokenization_spaces=False,
     )
+
+
+def random_model(model_cls, config, size: str, seed: int, tokenizer):
+    """A seeded, randomly initialised `model_cls`: "real"-size presets go to a GPU in bf16 when one is there."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.device("cuda" if size == "real" and torch.cuda.is_available() else "cpu"):
+        model = model_cls(config).to(torch.bfloat16 if size == "real" else torch.float32)
+    model.eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model

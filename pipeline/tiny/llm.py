@@ -36,22 +36,16 @@ def build(folder: str | Path, seed: int = 0, size: str = "tiny") -> dict[str, st
     if (folder / "config.json").exists() and (folder / "tokenizer.json").exists():
         return {"llm": str(folder)}
     import_torchvision()  # before any transformers model class (see stages/_models.py)
-    import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from pipeline.tiny._chat import train_tokenizer
+    from pipeline.tiny._chat import random_model, train_tokenizer
 
     tokenizer = train_tokenizer(seed=seed)
     preset = {"vocab_size": len(tokenizer), **SIZES[size]}
     config = Qwen3Config(max_position_embeddings=32768, rope_parameters={"rope_type": "default", "rope_theta": 5e6},
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
                          **preset)
-    torch.manual_seed(seed)
-    with torch.device("cuda" if size == "real" and torch.cuda.is_available() else "cpu"):
-        model = Qwen3ForCausalLM(config).to(torch.bfloat16 if size == "real" else torch.float32)
-    model.eval()
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model = random_model(Qwen3ForCausalLM, config, size, seed, tokenizer)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -48,11 +48,10 @@ def build(folder: str | Path, seed: int = 0, size: str = "tiny") -> dict[str, st
     if (folder / "config.json").exists() and (folder / "processor_config.json").exists():
         return {"vlm": str(folder)}
     import_torchvision()
-    import torch
     from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
                               Qwen3VLProcessor, Qwen3VLVideoProcessor)
 
-    from pipeline.tiny._chat import train_tokenizer
+    from pipeline.tiny._chat import random_model, train_tokenizer
 
     preset = SIZES[size]
     tokenizer = train_tokenizer(seed=seed)
@@ -68,12 +67,7 @@ def build(folder: str | Path, seed: int = 0, size: str = "tiny") -> dict[str, st
                            out_hidden_size=preset["text"]["hidden_size"], **preset["vision"]),
         tie_word_embeddings=False, **ids,
     )
-    torch.manual_seed(seed)
-    with torch.device("cuda" if size == "real" and torch.cuda.is_available() else "cpu"):
-        model = Qwen3VLForConditionalGeneration(config).to(torch.bfloat16 if size == "real" else torch.float32)
-    model.eval()
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model = random_model(Qwen3VLForConditionalGeneration, config, size, seed, tokenizer)
     processor = Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(size=IMAGE_PIXELS, patch_size=16, merge_size=2, temporal_patch_size=2),
         video_processor=Qwen3VLVideoProcessor(size=VIDEO_PIXELS, patch_size=16, merge_size=2, temporal_patch_size=2,
