@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from pipeline.config import load_config
-    from pipeline.report import run_summary
-    from pipeline.runner import run
+    from pipeline.report.summary import run_summary
+    from pipeline.run.runner import run
 
     overrides = list(args.overrides)
     if args.ray_address:
@@ -126,7 +126,7 @@ def _run(args) -> int:
     config = load_config(args.config, overrides)  # every field checked before any work
     result = run(config, args.input, args.output, progress=not args.no_progress,
                  allow_config_change=args.allow_config_change)
-    from pipeline.refilter import format_outcome
+    from pipeline.catalog.refilter import format_outcome
 
     print(run_summary(result))
     if result.decisions is not None:
@@ -135,8 +135,8 @@ def _run(args) -> int:
 
 
 def _query(args) -> int:
-    from pipeline.catalog import query
-    from pipeline.report import format_table
+    from pipeline.catalog.views import query
+    from pipeline.report.summary import format_table
 
     table = query(args.output, args.sql)
     if args.format == "table":
@@ -176,7 +176,7 @@ def _json_default(value):
 
 
 def _demo_videos(args) -> int:
-    from pipeline.synth import write_demo_videos
+    from pipeline.kit.synth import write_demo_videos
 
     for name, cuts in write_demo_videos(args.folder).items():
         print(f"{Path(args.folder) / name}: cuts at frames {[int(c) for c in cuts]}")
@@ -184,7 +184,7 @@ def _demo_videos(args) -> int:
 
 
 def _demo_models(args) -> int:
-    from pipeline.tiny import build_all
+    from pipeline.kit.tiny import build_all
 
     for name, path in build_all(args.folder).items():
         print(f"{name}: {path}")
@@ -192,13 +192,13 @@ def _demo_models(args) -> int:
 
 
 def _expand(args) -> int:
-    """The sampler's expander (stages._expander.expand_prompt) on one prompt; a fallback is said on stderr."""
+    """The sampler's expander (stages.expand.expand_prompt) on one prompt; a fallback is said on stderr."""
     import json
 
     from pipeline.config import load_config
-    from stages._expander import expand_prompt
+    from stages.expand import expand_prompt
 
-    from pipeline.executors import pin_threads
+    from pipeline.run.executors import pin_threads
 
     config = load_config(args.config, args.overrides)
     stage = config.stages.get("expand")
@@ -216,7 +216,7 @@ def _expand(args) -> int:
 
 
 def _bench(args) -> int:
-    from pipeline.bench_all import run_all
+    from pipeline.bench.suite import run_all
 
     return run_all(args)
 
@@ -254,7 +254,7 @@ def _sample(args) -> int:
 
 
 def _refilter(args) -> int:
-    from pipeline.refilter import UNCHANGED, format_outcome, refilter
+    from pipeline.catalog.refilter import UNCHANGED, format_outcome, refilter
 
     if args.keep is not None and args.keep_all:
         raise ValueError("--keep and --keep-all exclude each other")
@@ -273,8 +273,8 @@ def _search(args) -> int:
 
     import pyarrow as pa
 
-    from pipeline.report import format_table
-    from pipeline.search import search, write_thumbnails
+    from pipeline.report.summary import format_table
+    from pipeline.catalog.search import search, write_thumbnails
 
     table = search(args.output, args.text, args.k, include_rejected=args.all)
     folder = args.thumbnails or tempfile.mkdtemp(prefix="vidprep-search-")
@@ -286,7 +286,7 @@ def _search(args) -> int:
 
 
 def _report(args) -> int:
-    from pipeline.html_report import write_report
+    from pipeline.report.html import write_report
 
     if args.thumbnails < 0 or args.examples < 0:
         raise ValueError("--thumbnails and --examples must be >= 0")

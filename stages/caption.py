@@ -21,10 +21,10 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from stages._generate import (Throughput, Timer, generation_kwargs, length_batches, load_kwargs, model_ref,
+from stages.models.generate import (Throughput, Timer, generation_kwargs, length_batches, load_kwargs, model_ref,
                               split_new_tokens, stop_ids)
-from stages._models import device_for, dtype_for, import_torchvision
-from stages._textquality import check_template, prompt_hash, repetition, settings_json
+from stages.models.loading import device_for, dtype_for, import_torchvision
+from stages.text.quality import check_template, prompt_hash, repetition, settings_json
 from stages.base import Resources, Stage, require
 
 CATALOG = (
@@ -82,7 +82,7 @@ class Caption(Stage):
         require(self.gen_batch_size >= 1, "gen_batch_size", f"must be >= 1 (got {self.gen_batch_size})")
 
     def setup(self) -> None:
-        import_torchvision()  # before transformers' model classes (stages/_models.py)
+        import_torchvision()  # before transformers' model classes (stages/models/loading.py)
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self._device = device_for(self.resources.gpus)

@@ -1,6 +1,6 @@
 """Stage `clip_score` (1:1, GPU actor; runs on CPU too): CLIP embedding and scores per accepted clip.
 
-One open_clip model (stages/_clip.py) sees every sampled frame of a clip
+One open_clip model (stages/models/clip.py) sees every sampled frame of a clip
 (split's `frames`, K x H x W x 3 uint8 at native aspect). Per clip it stores:
 
     clip_embedding          normalised mean of the K unit frame embeddings, float16 (D,)
@@ -26,24 +26,10 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from stages._clip import SCHEMAS, builtin_model_names, check_model_config, looks_like_path
+from stages.models.clip import (DEFAULT_PROMPTS, FIXED, SCHEMAS, builtin_model_names, check_model_config,
+                                looks_like_path)
+from stages.text.sidecar import read_sidecar
 from stages.base import Resources, Stage, require
-
-# Defaults for what video datasets drop; a config mapping is merged over these (null removes one).
-DEFAULT_PROMPTS: dict[str, str | list[str]] = {
-    "text_overlay": ["a video frame with text overlay", "a video frame with subtitles"],
-    "watermark": ["a video frame with a watermark", "a video frame with a logo in the corner"],
-    "black": ["a black screen", "a blank screen"],
-    "blurry": "a blurry, out of focus video frame",
-    "still": ["a still image", "a slideshow of photos"],
-    "screen_recording": ["a screen recording of a computer desktop", "a screen recording of a phone"],
-}
-FIXED = {  # columns whose names a prompt may not take
-    "embedding": pa.list_(pa.float16()), "aesthetic": pa.float32(), "frame_consistency": pa.float32(),
-    "motion": pa.float32(), "text_similarity": pa.float32(),
-}
-SIDECAR_KEYS = ("caption", "text", "description", "title")  # read from a .json sidecar, first found
-
 
 @dataclass
 class ClipScore(Stage):
@@ -114,8 +100,8 @@ class ClipScore(Stage):
         return tuple(f.name for f in self.catalog_fields)
 
     def setup(self) -> None:
-        from stages._clip import load_aesthetic, load_clip
-        from stages._models import device_for
+        from stages.models.clip import load_aesthetic, load_clip
+        from stages.models.loading import device_for
 
         device = device_for(self.resources.gpus)
         self.clip = load_clip(self.model, self.pretrained, model_config=self.model_config, device=device,
@@ -183,42 +169,6 @@ class ClipScore(Stage):
         with torch.inference_mode():
             x = torch.from_numpy(frames).to(self.clip.device, self.clip.dtype)  # (K, D) unit embeddings
             return float(self.head(x).float().mean().item())
-
-
-def read_sidecar(uri: str) -> str | None:
-    """Text that came with a video: `<stem>.txt`, or `<stem>.json` (a string or one of SIDECAR_KEYS)."""
-    from stages._video import is_local, local_name
-
-    stem = uri.rsplit(".", 1)[0] if "." in uri.rsplit("/", 1)[-1] else uri
-    for suffix in (".txt", ".json"):
-        raw = _read(stem + suffix, local=is_local(uri), local_name=local_name)
-        if raw is None:
-            continue
-        text = raw.decode("utf-8", errors="replace").strip()
-        if suffix == ".json":
-            try:
-                data = json.loads(text)
-            except ValueError:
-                return None
-            text = data if isinstance(data, str) else next(
-                (data[k] for k in SIDECAR_KEYS if isinstance(data, dict) and isinstance(data.get(k), str)), "")
-            text = text.strip()
-        return text or None
-    return None
-
-
-def _read(uri: str, local: bool, local_name) -> bytes | None:
-    try:
-        if local:
-            path = Path(local_name(uri))
-            return path.read_bytes() if path.is_file() else None
-        from pyarrow import fs
-
-        filesystem, path = fs.FileSystem.from_uri(uri)
-        with filesystem.open_input_stream(path) as handle:
-            return handle.read()
-    except (OSError, ValueError):
-        return None
 
 
 def _as_list(text) -> list[str]:

@@ -18,9 +18,9 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from stages._buckets import Bucket, assign, centre_crop, frame_indices, parse_ratio, resize_for
-from stages._frames import read_frames
-from stages._video import local_copy, rotate
+from stages.video.buckets import Bucket, assign, centre_crop, frame_indices, parse_ratio, resize_for
+from stages.video.frames import read_frames
+from stages.video.source import local_copy, rotate
 from stages.base import Stage, require
 
 SHAPE = pa.list_(pa.int32())
@@ -77,9 +77,9 @@ class Encode(Stage):
         require(self.text_max_tokens >= 1, "text_max_tokens", f"must be >= 1 (got {self.text_max_tokens})")
 
     def setup(self) -> None:
-        from stages._models import device_for, dtype_for
-        from stages._text import TextEncoder
-        from stages._vae import VideoVAE
+        from stages.models.loading import device_for, dtype_for
+        from stages.models.text_encoder import TextEncoder
+        from stages.models.vae import VideoVAE
 
         self.device = device_for(self.resources.gpus)
         compute = dtype_for(self.dtype, self.device)
@@ -132,7 +132,7 @@ class Encode(Stage):
     def _encode_group(self, bucket: Bucket, members: list[int], rows, out, status, reason) -> None:
         import torch
 
-        from stages._vae import tensor_bytes
+        from stages.models.vae import tensor_bytes
 
         clips, ok = [], []
         for i in members:
@@ -169,7 +169,7 @@ class Encode(Stage):
             return
         import torch
 
-        from stages._vae import tensor_bytes
+        from stages.models.vae import tensor_bytes
 
         for column in ("caption_long", "caption_short"):
             if column not in batch.column_names:

@@ -5,7 +5,7 @@ fixed style (the system prompt), rewrites each clip's `caption_dense` (plus
 text that came with the source, if a column holds it) into one detailed,
 self-contained paragraph and one sentence, returned as JSON and parsed
 strictly; failures are retried with seeded sampling, then fall back to the
-dense caption with the reason stored (stages/_expander.py). `vidprep expand
+dense caption with the reason stored (stages/models/expander.py). `vidprep expand
 "a prompt"` and the trainer's sampler use the same Expander (`upsample`).
 
 Stored per clip: both captions, their token counts and repetition scores,
@@ -17,6 +17,7 @@ With `clip_model` set (the clip_score stage's model) and that stage on,
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,9 +25,10 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from stages._expander import Expander
-from stages._generate import model_ref
-from stages._textquality import check_template
+from stages.models.expander import Expander, Expansion
+from stages.models.generate import model_ref
+from stages.text.quality import check_template
+from stages.text.sidecar import read_sidecar
 from stages.base import Resources, Stage, require
 
 CATALOG = (
@@ -115,8 +117,8 @@ class Expand(Stage):
         self.expander = Expander(self).load()
         self.clip = None
         if self.clip_model:
-            from stages._clip import load_clip
-            from stages._models import device_for
+            from stages.models.clip import load_clip
+            from stages.models.loading import device_for
 
             self.clip = load_clip(self.clip_model, self.clip_pretrained, model_config=self.clip_model_config,
                                   device=device_for(self.resources.gpus))
@@ -177,8 +179,6 @@ class Expand(Stage):
 
 def _with_sidecars(batch: pa.Table, rows: list[int], source: list[str | None]) -> list[str | None]:
     """Source text per row: the column's, else the video's sidecar <stem>.txt/.json (read once per video)."""
-    from stages.clip_score import read_sidecar
-
     uris = batch.column("source_uri").to_pylist()
     found: dict[str, str | None] = {}
     merged = list(source)
@@ -188,3 +188,35 @@ def _with_sidecars(batch: pa.Table, rows: list[int], source: list[str | None]) -
                 found[uris[i]] = read_sidecar(uris[i])
             merged[i] = found[uris[i]]
     return merged
+
+
+_LOADED: dict[str, Expander] = {}  # one loaded model per settings, for repeated upsample() calls
+
+
+def expander_for(config=None) -> Expander:
+    """A loaded Expander for an Expand stage, a mapping of its fields, or None (the defaults)."""
+    if config is None:
+        config = Expand()
+    elif isinstance(config, dict):  # checked and typed like the config file's stages.expand
+        from pipeline.typed import build  # the config layer, imported only when a mapping is given
+
+        config = build(Expand, config, "stages.expand")
+    key = json.dumps({k: v for k, v in vars(config).items() if not k.startswith("_")}, sort_keys=True, default=str)
+    if key not in _LOADED:
+        _LOADED[key] = Expander(config).load()
+    return _LOADED[key]
+
+
+def upsample(prompt: str, config=None) -> str:
+    """Prompt upsampling for sampling: `prompt` rewritten as a long caption in the training style.
+
+    The same model, system prompt and parser as the captions of the training
+    data (`stages.expand.Expand`); falls back to the prompt itself when the
+    model's reply can't be used (see `expand_prompt` for the status and reason).
+    """
+    return expand_prompt(prompt, config).long or prompt
+
+
+def expand_prompt(prompt: str, config=None) -> Expansion:
+    """Like `upsample`, with the short caption, status, reason and attempts."""
+    return expander_for(config).upsample_one(prompt)

@@ -3,15 +3,15 @@
     keep: "clip_aesthetic >= 4.5 AND clip_text_overlay < 0.3"
 
 Each batch's accepted clips are judged by DuckDB on the Arrow table (one
-column per condition, stages/_keep.py). A clip failing one or more top-level
+column per condition, stages/sql/keep.py). A clip failing one or more top-level
 AND terms becomes `rejected` with reason `filter:<the failed terms>`; it keeps
 every score, so `vidprep refilter` can change its mind later without
 recomputing. Rows already rejected pass untouched.
 
 Near-duplicates are decided here in config but not in the stream: which clip
 of a pair is "first" must not depend on which worker finished first, so the
-driver resolves them after the run commits (pipeline/refilter.py, a status
-overlay over the committed catalog; pipeline/dedup.py for the method).
+driver resolves them after the run commits (pipeline/catalog/refilter.py, a status
+overlay over the committed catalog; pipeline/catalog/dedup.py for the method).
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from schemas.catalog import CLIPS, extend
-from stages._keep import KeepExpression
+from stages.sql.keep import KeepExpression
 from stages.base import Resources, Stage, require
-from stages.clip_score import DEFAULT_PROMPTS, FIXED
+from stages.models.clip import DEFAULT_PROMPTS, FIXED
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Filter(Stage):
 
     keep: str | None = None  # SQL boolean expression over clip columns; null keeps every clip
     near_duplicate_distance: float | None = 0.05  # cosine distance (1 - cos) to an earlier kept clip; null: off
-    dedup_bands: int = 32  # LSH bands (more: higher recall, more hashing); see pipeline/dedup.py
+    dedup_bands: int = 32  # LSH bands (more: higher recall, more hashing); see pipeline/catalog/dedup.py
     resources: Resources = field(default_factory=lambda: Resources(cpus=0.25))  # tiny work; leave the CPU
 
     def __post_init__(self):

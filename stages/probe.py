@@ -14,16 +14,8 @@ import pyarrow as pa
 
 from schemas.catalog import VIDEO_INFO
 from schemas.ids import video_id_from_file, video_id_from_uri
-from stages._video import is_local, local_copy, local_name
+from stages.video.source import SourceError, is_local, local_copy, local_name
 from stages.base import Stage
-
-
-class SourceError(Exception):
-    """A source that can't be processed; str() is the catalog's `error`: "<code>: <detail>"."""
-
-    def __init__(self, code: str, detail: str = ""):
-        super().__init__(f"{code}: {detail}" if detail else code)
-        self.code = code
 
 
 @dataclass

@@ -19,11 +19,10 @@ import pyarrow as pa
 
 from schemas.catalog import VIDEO_INFO
 from schemas.ids import clip_id
-from stages._spans import SceneFrames, pick_samples, plan_clips
-from stages._frames import PyAVFrames, open_frames, prefetched, short_error
-from stages._video import decode_size, jpeg, local_copy, rotate
+from stages.video.spans import SceneFrames, pick_samples, plan_clips
+from stages.video.frames import PyAVFrames, open_frames, prefetched, short_error
+from stages.video.source import SourceError, decode_size, jpeg, local_copy, rotate
 from stages.base import Stage, require
-from stages.probe import SourceError
 
 CLIP_COLUMNS = pa.schema([
     ("clip_id", pa.string()), ("video_id", pa.string()), ("clip_index", pa.int32()),

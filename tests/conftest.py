@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
-from pipeline.synth import write_video
+from pipeline.kit.synth import write_video
 
 # name: (scene lengths at 24 fps, extra write_video arguments)
 CORPUS = {
@@ -85,7 +85,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_llm(tmp_path_factory) -> str:
-    from pipeline.tiny import llm
+    from pipeline.kit.tiny import llm
 
     return llm.build(tmp_path_factory.getbasetemp() / "tiny-llm")["llm"]
 
@@ -93,7 +93,7 @@ def tiny_llm(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def json_llm(tiny_llm, tmp_path_factory) -> str:
     """The tiny LM trained for a few seconds to answer every expander prompt with TAUGHT_REPLY (real generation)."""
-    from pipeline.tiny import llm
+    from pipeline.kit.tiny import llm
 
     folder = tmp_path_factory.getbasetemp() / "tiny-llm-json"
     if (folder / "config.json").exists():

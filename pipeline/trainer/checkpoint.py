@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline.commit import _fsync_dir, atomic_write_json
+from pipeline.store.commit import _fsync_dir, atomic_write_json
 
 LATEST = "latest.json"
 

@@ -92,7 +92,7 @@ class LoopConfig:
 class SampleConfig:
     steps: int = 50
     cfg_scale: float = 5.0
-    upsample: bool = False  # expand the prompt with stages/_expander.py (issue 4) before encoding
+    upsample: bool = False  # expand the prompt with stages/models/expander.py (issue 4) before encoding
     expander_model: str | None = None  # the expander's model reference (hub id or local folder)
     fps: float | None = None  # None: the shards' fps
 

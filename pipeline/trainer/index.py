@@ -1,6 +1,6 @@
 """The committed shard index, read once: rows, buckets, latent statistics, VAE metadata, hash.
 
-Only files that `_commits/*.json` records list are read (pipeline.commit): the
+Only files that `_commits/*.json` records list are read (pipeline.store.commit): the
 `shard_index` table says where every training row lives (file, row group, row)
 and its latent shape, so the loader plans whole epochs without opening a
 shard. `shard_stats` gives per-channel mean and std; the first shard's footer
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.commit import COMMITS, CommitLog
+from pipeline.store.commit import COMMITS, CommitLog
 from schemas.catalog import validate
 from schemas.shards import LATENT_METADATA_KEY, SHARD_INDEX
 

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
-from pipeline.commit import CommitLog
+from pipeline.store.commit import CommitLog
 from pipeline.trainer.index import ShardIndex
 from pipeline.trainer.reader import DROP, LONG, SHORT, read_batches, text_dim
 
@@ -190,7 +190,7 @@ def accepted_mask(index: ShardIndex) -> np.ndarray:
     """False for rows whose clip the catalog's `clips` view (with the newest status overlay) does not accept."""
     if not CommitLog(index.out).files("clips"):  # shards without a catalog (synthetic): all rows
         return np.ones(len(index), bool)
-    from pipeline.catalog import arrow, connect
+    from pipeline.catalog.views import arrow, connect
 
     excluded = arrow(connect(index.out).sql("SELECT clip_id FROM clips WHERE status IS DISTINCT FROM 'accepted'"))
     return ~pc.is_in(index.clip_id, value_set=excluded.column(0).combine_chunks()).to_numpy(zero_copy_only=False)

@@ -2,14 +2,14 @@
 
 The checkpoint's config.json carries what sampling needs from the data: the
 shards' `vidprep.latents` metadata (which VAE and text encoder made them, as
-stages/_vae.py `VideoVAE.metadata()` and the encode stage write it), the
+stages/models/vae.py `VideoVAE.metadata()` and the encode stage write it), the
 per-channel mean/std the model was trained with, and the buckets with their
-latent shapes. The prompt is embedded by the same `stages._text.TextEncoder`
+latent shapes. The prompt is embedded by the same `stages.models.text_encoder.TextEncoder`
 that embedded the captions, and latents are decoded by the same
-`stages._vae.VideoVAE` (which undoes its own normalisation).
+`stages.models.vae.VideoVAE` (which undoes its own normalisation).
 
 Prompt upsampling (DALL-E 3): with `--upsample` (or `sample.upsample: true`)
-the prompt is first rewritten by `stages._expander.upsample` with the expand
+the prompt is first rewritten by `stages.expand.upsample` with the expand
 stage's settings from the training data's OUT/run.json — the expander that
 wrote the training captions — or the stage defaults if there are none;
 `sample.expander_model` replaces its model (e.g. a local copy).
@@ -103,10 +103,10 @@ def generate(model: DiT, config: dict[str, Any], shape: tuple[int, ...], steps: 
 def upsample_prompt(prompt: str, data_out: str | None, model: str | None) -> str:
     """The prompt rewritten in the training captions' style by the caption expander (issue 4)."""
     try:
-        from stages._expander import upsample
+        from stages.expand import upsample
         from stages.expand import Expand
     except ModuleNotFoundError as err:
-        raise RuntimeError(f"--upsample needs the caption expander (stages/_expander.py): {err}") from None
+        raise RuntimeError(f"--upsample needs the caption expander (stages/models/expander.py): {err}") from None
     settings: dict[str, Any] = {}
     run = Path(data_out or "", "run.json")
     if data_out and run.is_file():
@@ -118,7 +118,7 @@ def upsample_prompt(prompt: str, data_out: str | None, model: str | None) -> str
 
 def encode_prompt(prompt: str, meta: dict[str, Any], device: str) -> torch.Tensor:
     """(S, E) token embeddings of the prompt, made as the encode stage made the captions'."""
-    from stages._text import TextEncoder
+    from stages.models.text_encoder import TextEncoder
 
     if not meta.get("text_encoder"):
         raise ValueError("the shards' vidprep.latents metadata names no text encoder")
@@ -128,7 +128,7 @@ def encode_prompt(prompt: str, meta: dict[str, Any], device: str) -> torch.Tenso
 
 
 def load_vae(meta: dict[str, Any], device: str):
-    from stages._vae import KINDS, VideoVAE
+    from stages.models.vae import KINDS, VideoVAE
 
     if not meta.get("vae"):
         raise ValueError("the shards' vidprep.latents metadata names no VAE")

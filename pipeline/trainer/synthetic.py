@@ -2,7 +2,7 @@
 
 For tests, the loader benchmark and trying the trainer before any video is
 encoded. Files are staged under `_staging/<wave>/`, then published by
-`pipeline.commit.CommitLog.commit`, which renames them into `shards/` and
+`pipeline.store.commit.CommitLog.commit`, which renames them into `shards/` and
 writes the `_commits/<wave>.json` record listing the `shards`, `shard_index`
 and `shard_stats` tables — exactly what the loader reads.
 """
@@ -18,11 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.commit import STAGING, CommitLog, _file_hash
+from pipeline.store.commit import STAGING, CommitLog, _file_hash
 from schemas.catalog import conform
 from schemas.shards import LATENT_METADATA_KEY, SHARD_INDEX, SHARD_STATS, SHARDS
 
-# The encode stage's `vidprep.latents` JSON (stages/_vae.py VideoVAE.metadata() plus stages/encode.py's keys).
+# The encode stage's `vidprep.latents` JSON (stages/models/vae.py VideoVAE.metadata() plus stages/encode.py's keys).
 DEFAULT_META = {"vae": "synthetic", "vae_class": "AutoencoderKL", "scaling_factor": 1.0, "shift_factor": 0.0,
                 "spatial_stride": 8, "temporal_stride": 1, "latent_channels": 4, "latents_mean": None,
                 "latents_std": None, "normalised": True, "latent_dtype": "float16", "text_encoder": "synthetic",

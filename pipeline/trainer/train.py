@@ -228,7 +228,7 @@ def run_ray(config: TrainConfig, num_workers: int, address: str | None = None, u
     except ImportError as err:
         raise RuntimeError(f"--backend ray needs Ray Train (pip install 'ray[train]'): {err}") from None
 
-    from pipeline.executors import init_ray
+    from pipeline.run.executors import init_ray
 
     config.data.path = str(Path(config.data.path).resolve())
     config.train.results = str(Path(config.train.results).resolve())

@@ -17,7 +17,7 @@ def write(tmp_path, text: str) -> Path:
 
 
 def test_shipped_configs_load(monkeypatch):
-    from pipeline.tiny import clip
+    from pipeline.kit.tiny import clip
 
     clip.build(ROOT / "demo" / "models" / "clip")  # demo.yaml's CLIP files are checked at load (make demo builds them)
     monkeypatch.chdir(ROOT)  # demo.yaml's model paths are relative to the repository root

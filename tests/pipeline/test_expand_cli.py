@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import query
+from pipeline.catalog.views import query
 from pipeline.config import load_config
-from pipeline.runner import run
-from pipeline.synth import write_video
-from pipeline.tiny import vlm
-from stages._textquality import strip_stock_opening
-from pipeline.tiny.llm import TAUGHT_SYSTEM as SYSTEM
+from pipeline.run.runner import run
+from pipeline.kit.synth import write_video
+from pipeline.kit.tiny import vlm
+from stages.text.quality import strip_stock_opening
+from pipeline.kit.tiny.llm import TAUGHT_SYSTEM as SYSTEM
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

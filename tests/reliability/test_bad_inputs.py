@@ -4,10 +4,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline import badinputs
-from pipeline.catalog import connect
+from pipeline.kit import badinputs
+from pipeline.catalog.views import connect
 from pipeline.config import load_config
-from pipeline.runner import run
+from pipeline.run.runner import run
 from stages.probe import Probe
 from stages.split import Split
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from pipeline.catalog import connect
+from pipeline.catalog.views import connect
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 QUERY = "SELECT clip_id, start_frame, end_frame, status FROM clips ORDER BY 1"
@@ -51,7 +51,7 @@ def test_multi_node_cluster_equals_embedded_run(corpus_dir, demo_yaml, sequentia
 
 
 def test_a_killed_actor_is_restarted_and_no_row_is_lost(corpus_dir, demo_yaml, tmp_path):
-    from pipeline.tiny import text, vae
+    from pipeline.kit.tiny import text, vae
 
     models = {**vae.build(tmp_path / "vae"), **text.build(tmp_path / "text")}
     config = demo_yaml(("probe", "split", "encode"))

@@ -3,7 +3,7 @@ import re
 import shutil
 
 from pipeline.config import load_config
-from pipeline.runner import run
+from pipeline.run.runner import run
 from stages import STAGES
 
 SAFE_NAME = re.compile(r"^[0-9A-Za-z_.=-]+$")

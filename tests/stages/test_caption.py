@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import load_config
-from pipeline.synth import write_video
-from pipeline.tiny import vlm
+from pipeline.kit.synth import write_video
+from pipeline.kit.tiny import vlm
 from pipeline.typed import ConfigError
 from stages.base import Resources
 from stages.caption import CATALOG, Caption

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.config import load_config
-from pipeline.synth import scene_frames
+from pipeline.kit.synth import scene_frames
 from pipeline.typed import ConfigError
 from stages.clip_score import ClipScore, read_sidecar
 
@@ -19,7 +19,7 @@ ROW = pa.schema([("status", pa.string()), ("reason", pa.string()), ("source_uri"
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from pipeline.tiny.clip import build
+    from pipeline.kit.tiny.clip import build
 
     return build(tmp_path_factory.mktemp("models") / "clip")
 
@@ -103,7 +103,7 @@ def test_scores_are_deterministic(models, stage):
 
 
 def test_scores_follow_their_definitions(stage, models):
-    from stages._clip import aesthetic_head
+    from stages.models.clip import aesthetic_head
 
     clip = frames(7, k=5)
     out = stage(batch([clip])).to_pylist()[0]
@@ -180,7 +180,7 @@ def test_bad_settings_fail_at_config_time(override, message):
 
 
 def test_a_head_for_another_embedding_size_fails_at_setup(models, tmp_path):
-    from stages._clip import aesthetic_head
+    from stages.models.clip import aesthetic_head
 
     wrong = tmp_path / "head768.pth"
     torch.save({f"layers.{k}": v for k, v in aesthetic_head(768).state_dict().items()}, wrong)

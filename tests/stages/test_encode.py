@@ -4,8 +4,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from pipeline.tiny import text, vae
-from stages._vae import VideoVAE
+from pipeline.kit.tiny import text, vae
+from stages.models.vae import VideoVAE
 from stages.encode import Encode
 from stages.probe import Probe
 from stages.split import Split

@@ -4,10 +4,11 @@ import json
 import pyarrow as pa
 import pytest
 
-from stages._expander import expand_prompt, parse_expansion, upsample
+from stages.expand import expand_prompt, upsample
+from stages.models.expander import parse_expansion
 from stages.base import Resources
 from stages.expand import CATALOG, Expand
-from pipeline.tiny.llm import TAUGHT_SYSTEM as SYSTEM
+from pipeline.kit.tiny.llm import TAUGHT_SYSTEM as SYSTEM
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.synth import write_video
+from pipeline.kit.synth import write_video
 from stages.probe import Probe
 from stages.split import Split
 

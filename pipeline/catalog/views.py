@@ -1,0 +1,87 @@
+"""The catalog as DuckDB views: `pipeline.catalog.views.connect(OUT)`, and `vidprep query`.
+
+Views read exactly the files that commit records list, so a crashed wave's
+leftovers are never visible. Each table's view has the table's schema even
+when no file exists yet.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from pipeline.store.commit import CommitLog
+from pipeline.store.status import attach as attach_status
+from schemas.catalog import CLIPS, VIDEOS
+from schemas.shards import SHARD_INDEX, SHARD_STATS, SHARDS
+
+# View name → schema of its committed files (later stages add theirs here).
+TABLES = {"videos": VIDEOS, "clips": CLIPS, "shards": SHARDS, "shard_index": SHARD_INDEX, "shard_stats": SHARD_STATS}
+READ_STATEMENTS = {"SELECT", "EXPLAIN"}  # what `vidprep query` lets through
+
+
+def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with views `videos`, `clips`, `shards`, `shard_index`, `shard_stats`
+    and `commits` over OUT."""
+    out = Path(out)
+    if not (out / "_commits").is_dir() and not (out / "run.json").exists():
+        raise FileNotFoundError(f"{out} is not a vidprep output (no _commits/ or run.json)")
+    con = duckdb.connect(":memory:")
+    log = CommitLog(out)
+    for name, schema in TABLES.items():
+        files = log.files(name)
+        if files:
+            listing = ", ".join(_quote(f) for f in files)
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listing}], union_by_name=true)")
+        else:
+            con.register(f"_empty_{name}", schema.empty_table())
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
+    attach_status(con, out)  # clips = clips_written + the newest status overlay (pipeline/store/status.py)
+    con.register("_commits", _commits_table(log))
+    con.execute("CREATE VIEW commits AS SELECT * FROM _commits")
+    return con
+
+
+def query(out: str | Path, sql: str) -> pa.Table:
+    """Run one read-only statement (SELECT/EXPLAIN) against the catalog views."""
+    con = connect(out)
+    statements = con.extract_statements(sql)
+    if len(statements) != 1:
+        raise ValueError(f"expected exactly one SQL statement, got {len(statements)}")
+    kind = statements[0].type.name
+    if kind not in READ_STATEMENTS:
+        raise PermissionError(f"the catalog is read-only: {kind} statements are refused")
+    # Only files under OUT may be read, and no setting may be changed back.
+    con.execute(f"SET allowed_directories = [{_quote(str(Path(out).resolve()) + '/')}]")
+    con.execute("SET enable_external_access = false; SET lock_configuration = true")
+    try:
+        return arrow(con.sql(sql))
+    except duckdb.PermissionException as err:
+        raise PermissionError(f"the catalog query may only read files under {out}: {err}") from None
+    except duckdb.Error as err:  # a SQL mistake is the user's input, not a crash
+        raise ValueError(f"query failed: {err}") from None
+
+
+def arrow(relation) -> pa.Table:
+    """A relation's rows as a pyarrow Table (DuckDB 2 renamed .arrow() to .to_arrow_table())."""
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+    return fetch()
+
+
+def _commits_table(log: CommitLog) -> pa.Table:
+    rows = [{"wave_id": r["wave_id"], "run_id": r["run_id"],
+             "committed_at": r["committed_at"], "config_fingerprint": r["config_fingerprint"],
+             "schema_version": r["schema_version"], "videos": len(r["sources"]),
+             "clips": r["counts"].get("clips", 0), "files": len(r["files"])}
+            for r in log.records()]
+    schema = pa.schema([("wave_id", pa.string()), ("run_id", pa.string()), ("committed_at", pa.float64()),
+                        ("config_fingerprint", pa.string()), ("schema_version", pa.string()),
+                        ("videos", pa.int64()), ("clips", pa.int64()), ("files", pa.int64())])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    return table.set_column(2, pa.field("committed_at", pa.timestamp("s")),
+                            pa.array([int(r["committed_at"]) for r in rows], pa.int64()).cast(pa.timestamp("s")))
+
+
+def _quote(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"

@@ -1,0 +1,185 @@
+"""What the HTML report shows, as SQL over the catalog views (`pipeline.catalog.views.connect`).
+
+Everything is aggregated in DuckDB (counts, histogram bins) so the report of
+a catalog with millions of clips fetches only small tables. Columns are
+discovered from the `clips` view: a stage that adds a numeric column gets a
+histogram without any change here.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas.catalog import CLIPS
+
+NUMERIC = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+           "UBIGINT", "FLOAT", "REAL", "DOUBLE"}
+CAPTIONS = ("caption_short", "caption_long", "caption_dense")  # text columns whose length is plotted
+MAX_BINS = 30
+
+
+@dataclass
+class Histogram:
+    edges: list[float]
+    counts: dict[str, list[int]]  # status → count per bin
+    n: int  # non-null finite values
+    nulls: int  # null or not finite
+    median: float
+    lo: float
+    hi: float
+
+    @property
+    def constant(self) -> bool:
+        return self.lo == self.hi
+
+
+@dataclass
+class Funnel:
+    videos: dict[str, int] = field(default_factory=dict)  # status → count
+    video_errors: list[tuple[str, int]] = field(default_factory=list)  # error code → count
+    clips: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # clip status → [(code, count)]
+    video_hours: float = 0.0
+    clip_hours: dict[str, float] = field(default_factory=dict)
+    in_shards: int | None = None  # clips with a shard row; None when no shard was written
+
+
+def columns(con, table: str = "clips") -> dict[str, str]:
+    """Column name → DuckDB type of a view."""
+    return {row[0]: row[1] for row in con.execute(f"DESCRIBE {table}").fetchall()}
+
+
+def is_numeric(duckdb_type: str) -> bool:
+    return duckdb_type in NUMERIC or duckdb_type.startswith("DECIMAL")
+
+
+def score_columns(cols: dict[str, str]) -> list[str]:
+    """Numeric columns added by stages after split (scores, repetition, similarity …), in view order.
+
+    Token counts (`<caption>_tokens`) are caption lengths: the captions section shows them.
+    """
+    return [c for c, t in cols.items() if is_numeric(t) and c not in CLIPS.names and not c.endswith("_tokens")]
+
+
+def caption_columns(cols: dict[str, str]) -> list[str]:
+    return [c for c in CAPTIONS if cols.get(c) == "VARCHAR"]
+
+
+def words(column: str) -> str:
+    """SQL: the number of whitespace-separated words of a text column (NULL stays NULL)."""
+    return f"len(regexp_extract_all({column}, '\\S+'))"
+
+
+def funnel(con) -> Funnel:
+    result = Funnel()
+    result.videos = dict(con.execute("SELECT status, count(*) FROM videos GROUP BY 1").fetchall())
+    result.video_errors = con.execute("""SELECT coalesce(split_part(error, ':', 1), '(none)'), count(*) FROM videos
+                                         WHERE status = 'error' GROUP BY 1 ORDER BY 2 DESC, 1""").fetchall()
+    result.video_hours = (con.execute("SELECT sum(duration_s) FROM videos").fetchone()[0] or 0.0) / 3600
+    for status, n, seconds in con.execute("SELECT status, count(*), sum(duration_s) FROM clips GROUP BY 1").fetchall():
+        result.clips[status] = n
+        result.clip_hours[status] = (seconds or 0.0) / 3600
+    for status, code, n in con.execute("""SELECT status, coalesce(split_part(reason, ':', 1), '(none)') AS code,
+                                                 count(*) FROM clips WHERE status <> 'accepted'
+                                          GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2""").fetchall():
+        result.reasons.setdefault(status, []).append((code, n))
+    if con.execute("SELECT count(*) FROM shard_index").fetchone()[0]:
+        result.in_shards = con.execute("SELECT count(DISTINCT clip_id) FROM shard_index").fetchone()[0]
+    return result
+
+
+def histogram(con, expr: str, table: str = "clips", bins: int = MAX_BINS) -> Histogram | None:
+    """Bins of `expr` over `table`, counted per status; None when it has no finite value.
+
+    Integer-valued data with a small range gets one bin per integer; a constant gets one bin.
+    """
+    base = f"SELECT ({expr})::DOUBLE AS v, status FROM {table}"
+    lo, hi, n, total, integral, median = con.execute(
+        f"""SELECT min(v) FILTER (isfinite(v)), max(v) FILTER (isfinite(v)), count(v) FILTER (isfinite(v)),
+                   count(*), bool_and(v = floor(v)) FILTER (isfinite(v)), median(v) FILTER (isfinite(v))
+            FROM ({base})""").fetchone()
+    if not n:
+        return None
+    if integral and hi - lo <= 60:
+        start, width, count = lo - 0.5, 1.0, int(hi - lo) + 1
+    elif lo == hi:
+        start, width, count = lo - 0.5, 1.0, 1
+    else:
+        start, width, count = lo, (hi - lo) / bins, bins
+    rows = con.execute(f"""SELECT least(floor((v - ?) / ?)::BIGINT, ?) AS b, status, count(*)
+                           FROM ({base}) WHERE isfinite(v) GROUP BY 1, 2""", [start, width, count - 1]).fetchall()
+    counts: dict[str, list[int]] = {}
+    for b, status, c in rows:
+        counts.setdefault(status or "(none)", [0] * count)[b] += c
+    edges = [start + i * width for i in range(count + 1)]
+    return Histogram(edges, counts, n, total - n, median, lo=lo, hi=hi)
+
+
+def buckets(con) -> list[tuple[str, int, int]]:
+    """(bucket, accepted clips, clips in shards) by accepted count, largest first."""
+    shards = dict(con.execute("SELECT bucket, count(DISTINCT clip_id) FROM shard_index GROUP BY 1").fetchall())
+    accepted = con.execute("""SELECT bucket, count(*) FROM clips WHERE status = 'accepted' AND bucket IS NOT NULL
+                              GROUP BY 1 ORDER BY 2 DESC, 1""").fetchall()
+    names = [b for b, _ in accepted] + sorted(set(shards) - {b for b, _ in accepted})
+    counts = dict(accepted)
+    return [(b, counts.get(b, 0), shards.get(b, 0)) for b in names]
+
+
+def thumbnails(con, cols: dict[str, str], limit: int) -> list[dict[str, Any]]:
+    """Accepted clips with a thumbnail: a deterministic spread across sources (ordered by clip id)."""
+    caption = "caption_short" if cols.get("caption_short") == "VARCHAR" else "NULL"
+    return _dicts(con, f"""SELECT clip_id, source_uri, clip_index, start_s, duration_s, thumbnail,
+                                  {caption} AS caption FROM clips
+                           WHERE status = 'accepted' AND thumbnail IS NOT NULL ORDER BY clip_id LIMIT ?""", [limit])
+
+
+def examples(con, per_reason: int) -> list[dict[str, Any]]:
+    """Up to `per_reason` clips for each (status, reason code) that is not accepted, by clip id."""
+    return _dicts(con, """SELECT * FROM (
+        SELECT clip_id, source_uri, clip_index, start_s, duration_s, thumbnail, status, reason,
+               coalesce(split_part(reason, ':', 1), '(none)') AS code,
+               row_number() OVER (PARTITION BY status, code ORDER BY clip_id) AS k
+        FROM clips WHERE status <> 'accepted') WHERE k <= ? ORDER BY status, code, k""", [per_reason])
+
+
+def runs(out: Path) -> list[dict[str, Any]]:
+    """Every run's record (`_runs/*.json`; `run.json` alone for outputs older than `_runs/`), oldest first."""
+    paths = sorted((out / "_runs").glob("*.json")) or ([out / "run.json"] if (out / "run.json").exists() else [])
+    records = [json.loads(p.read_text()) for p in paths]
+    return sorted(records, key=lambda r: r.get("started_at", 0))
+
+
+def commit_times(con, runs_: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[int]]]:
+    """Per run: seconds from its start to each wave's commit, and clips committed so far."""
+    started = {r["run_id"]: r.get("started_at") for r in runs_}
+    timeline: dict[str, tuple[list[float], list[int]]] = {}
+    for run_id, at, clips in con.execute("SELECT run_id, epoch(committed_at), clips FROM commits "
+                                         "ORDER BY run_id, committed_at").fetchall():
+        if started.get(run_id) is None:
+            continue
+        seconds, totals = timeline.setdefault(run_id, ([], []))
+        seconds.append(max(0.0, at - started[run_id]))
+        totals.append((totals[-1] if totals else 0) + clips)
+    return timeline
+
+
+def latest_decision(out: Path) -> dict[str, Any] | None:
+    """The newest status overlay record (keep expression, near-duplicate settings), if any."""
+    from pipeline.store.status import StatusLog
+
+    return StatusLog(out).latest()
+
+
+def _dicts(con, sql: str, params: list) -> list[dict[str, Any]]:
+    cursor = con.execute(sql, params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def hours(value: float) -> str:
+    """Hours as h:mm:ss."""
+    seconds = int(round(value * 3600)) if math.isfinite(value) else 0
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

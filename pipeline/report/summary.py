@@ -1,0 +1,64 @@
+"""What a person reads at the end of a run: the summary table, and tables printed by `vidprep query`."""
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.catalog.views import connect
+
+
+def format_table(table: pa.Table, max_width: int = 48, max_rows: int = 200) -> str:
+    """A plain text table; binary cells show their size, long cells are cut."""
+    def cell(value: Any) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, bytes):
+            return f"<{len(value)} bytes>"
+        if isinstance(value, float):
+            return f"{value:.6g}"
+        text = str(value)
+        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+    names = table.column_names
+    rows = [[cell(v) for v in row.values()] for row in table.slice(0, max_rows).to_pylist()]
+    widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
+    line = "  ".join("-" * w for w in widths)
+    out = ["  ".join(n.ljust(w) for n, w in zip(names, widths)), line]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    if table.num_rows > max_rows:
+        out.append(f"… {table.num_rows - max_rows} more rows")
+    out.append(f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})")
+    return "\n".join(out)
+
+
+def run_summary(result) -> str:
+    """Videos, clips, accepted, rejected by reason, errors, wall time, clips/s for one run."""
+    con = connect(result.out)
+    this_run = f"wave_id LIKE '{result.run_id}-%'"
+    videos = dict(con.execute(f"SELECT status, count(*) FROM videos WHERE {this_run} GROUP BY 1").fetchall())
+    clips = dict(con.execute(f"SELECT status, count(*) FROM clips WHERE {this_run} GROUP BY 1").fetchall())
+    reasons = con.execute(f"""SELECT split_part(reason, ':', 1) AS r, count(*) FROM clips
+                              WHERE {this_run} AND status = 'rejected' GROUP BY 1 ORDER BY 2 DESC, 1""").fetchall()
+    errors = con.execute(f"""SELECT split_part(error, ':', 1) AS e, count(*) FROM videos
+                             WHERE {this_run} AND status = 'error' GROUP BY 1 ORDER BY 2 DESC, 1""").fetchall()
+    total_clips = sum(clips.values())
+    rows = [
+        ("videos listed", result.listed),
+        ("videos skipped (already committed)", result.skipped),
+        ("videos processed", sum(videos.values())),
+        ("videos ok", videos.get("ok", 0)),
+        ("videos with errors", videos.get("error", 0)),
+        *((f"  error: {e}", n) for e, n in errors),
+        ("clips", total_clips),
+        ("clips accepted", clips.get("accepted", 0)),
+        ("clips rejected", clips.get("rejected", 0)),
+        *((f"  rejected: {r}", n) for r, n in reasons),
+        ("waves committed", result.waves),
+        ("wall time (s)", f"{result.wall_s:.1f}"),
+        ("clips/s", f"{total_clips / result.wall_s:.2f}" if result.wall_s else "-"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"vidprep run {result.run_id} → {result.out}"]
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    return "\n".join(lines)

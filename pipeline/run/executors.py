@@ -1,0 +1,172 @@
+"""Two ways to run the same stages: a Ray Data streaming plan, or a plain loop.
+
+Both take the pending table (one row per source video: ordinal, source_uri,
+wave_id), run the stages in plan order, end with the WaveWriter, and yield the
+writer's manifests to the driver, which commits waves as they complete.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.store.faults import crash_point
+from stages.base import Stage
+
+log = logging.getLogger("vidprep")
+
+
+def pin_threads(cpus: float) -> None:
+    """Give a worker as many math threads as CPUs it reserved.
+
+    Unpinned, torch and OpenCV start one thread per core in every worker; on
+    two busy cores that ran 8-28x slower. Env vars cover libraries imported
+    later (torch reads OMP_NUM_THREADS when it loads); loaded ones are set now.
+    """
+    threads = max(1, int(cpus))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if "cv2" in sys.modules:
+        sys.modules["cv2"].setNumThreads(threads)
+
+
+def in_batches(stage: Stage, table: pa.Table) -> pa.Table:
+    """Apply `stage` in slices of its batch_size (the sequential runner's equivalent of map_batches)."""
+    size = stage.resources.batch_size or max(1, table.num_rows)
+    parts = [stage(table.slice(i, size)) for i in range(0, table.num_rows, size)]
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+class SequentialExecutor:
+    """Runs every stage in this process: for tests, debugging, and machines without Ray."""
+
+    def __init__(self, videos_per_task: int = 1, writer_rows: int = 1024):
+        self.videos_per_task, self.writer_rows = videos_per_task, writer_rows
+
+    def registry(self, owners: dict[str, str]):
+        from pipeline.run.registry import VideoRegistry
+
+        return VideoRegistry(owners)
+
+    def execute(self, pending: Path, total: int, stages: list[Stage], writer: Callable) -> Iterator[pa.Table]:
+        for stage in stages:
+            pin_threads(stage.resources.cpus)
+            stage.setup()
+        ready: list[pa.Table] = []  # rows wait for the writer like Ray bundles blocks for it
+        for batch in pq.ParquetFile(pending).iter_batches(batch_size=self.videos_per_task):
+            table = pa.Table.from_batches([batch])
+            for stage in stages:
+                table = in_batches(stage, table)
+            ready.append(table)
+            if sum(t.num_rows for t in ready) >= self.writer_rows:
+                yield writer(pa.concat_tables(ready, promote_options="permissive"))
+                ready = []
+        if ready:
+            yield writer(pa.concat_tables(ready, promote_options="permissive"))
+
+
+def _run_task(batch: pa.Table, stage: Stage) -> pa.Table:
+    pin_threads(stage.resources.cpus)
+    crash_point(f"stage:{stage.name}")
+    return stage(batch)
+
+
+class _StageActor:
+    """One worker of an actor-pool stage: setup() once, then batches."""
+
+    def __init__(self, stage: Stage):
+        pin_threads(stage.resources.cpus)
+        self.stage = stage
+        stage.setup()
+        pin_threads(stage.resources.cpus)  # setup may have imported torch
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        crash_point(f"stage:{self.stage.name}")
+        return self.stage(batch)
+
+
+def _read_pending(batch: pa.Table, pending: str) -> pa.Table:
+    """Turn a block of ordinals (ray.data.range) into its pending rows."""
+    ids = batch.column("id")
+    lo, hi = pc.min(ids).as_py(), pc.max(ids).as_py()
+    return pq.read_table(pending, filters=[("ordinal", ">=", lo), ("ordinal", "<=", hi)])
+
+
+class RayExecutor:
+    """The Ray Data streaming plan: a task per stage without setup, an actor pool otherwise."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, videos_per_task: int = 1,
+                 writer_rows: int = 1024, progress: bool = True, task_retries: int = 3, actor_restarts: int = 3):
+        self.address, self.num_cpus = address, num_cpus
+        self.videos_per_task, self.writer_rows, self.progress = videos_per_task, writer_rows, progress
+        self.task_retries, self.actor_restarts = task_retries, actor_restarts
+
+    def registry(self, owners: dict[str, str]):
+        from pipeline.run.registry import RayRegistry
+
+        init_ray(self.address, self.num_cpus)
+        return RayRegistry(owners)
+
+    def execute(self, pending: Path, total: int, stages: list[Stage], writer: Callable) -> Iterator[pa.Table]:
+        import ray
+
+        init_ray(self.address, self.num_cpus)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = self.progress
+        context.execution_options.preserve_order = False
+        # One block per `videos_per_task` sources: splitting is per video, so blocks are the parallelism.
+        ds = ray.data.range(total, override_num_blocks=max(1, math.ceil(total / self.videos_per_task)))
+        ds = ds.map_batches(_read_pending, fn_args=(str(pending),), batch_format="pyarrow",
+                            num_cpus=stages[0].resources.cpus)  # same as probe: fused into one task
+        for stage in stages:
+            ds = add_stage(ds, stage, self.task_retries, self.actor_restarts)
+        # Bundling blocks up to writer_rows keeps the catalog to few, large files.
+        ds = ds.map_batches(writer, batch_format="pyarrow", batch_size=self.writer_rows, num_cpus=0.25)
+        yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
+
+
+def add_stage(ds, stage: Stage, task_retries: int = 3, actor_restarts: int = 3):
+    """Append one stage to a Ray dataset, with the resources its config asks for.
+
+    Retries are bounded on purpose (Ray Data's default restarts actors forever):
+    a worker that dies (OOM kill, node loss) is restarted and its batch retried
+    up to the configured count; an exception raised by stage code is a bug and
+    is not retried — item-level failures are already rows with a reason.
+    """
+    res = stage.resources
+    common = dict(batch_format="pyarrow", batch_size=res.batch_size, num_cpus=res.cpus)
+    if res.gpus:
+        common["num_gpus"] = res.gpus
+    if stage.needs_actor:
+        return ds.map_batches(_StageActor, fn_constructor_args=(stage,), concurrency=res.concurrency or 1,
+                              max_restarts=actor_restarts, max_task_retries=actor_restarts, **common)
+    return ds.map_batches(_run_task, fn_args=(stage,), concurrency=res.concurrency, max_retries=task_retries,
+                          retry_exceptions=False, **common)
+
+
+def init_ray(address: str | None, num_cpus: int | None) -> None:
+    """Embedded Ray by default; `address` joins a running cluster and ships vidprep's code to it."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    if address:
+        import pipeline
+        import schemas
+        import stages
+
+        modules = [str(Path(m.__file__).parent) for m in (pipeline, stages, schemas)]
+        ray.init(address=address, runtime_env={"py_modules": modules}, **kwargs)
+    else:  # "local": a new embedded instance, never a cluster that happens to run on this machine
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
+    log.info("ray: %s", ray.cluster_resources())

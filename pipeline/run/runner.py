@@ -1,0 +1,168 @@
+"""`vidprep run`: list sources, skip committed ones, stream them through the plan, commit waves.
+
+    sources ─► pending table ─► probe ─► split ─► … ─► WaveWriter ─► manifests ─► commit per wave
+    (listing,   (ordinal,        1:1      1:N          (task: staged   (driver:      (rename + record)
+     streamed)   source, wave)                          Parquet)        WaveTracker)
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import secrets
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.store.commit import STAGING, CommitLog, OutputLock, WaveWriter, atomic_write_json
+from pipeline.config import Config
+from pipeline.run.executors import RayExecutor, SequentialExecutor
+from pipeline.store.faults import crash_point
+from pipeline.run.registry import committed_owners
+from pipeline.run.listing import list_sources
+from pipeline.typed import ConfigError
+from pipeline.run.waves import WaveTracker
+from schemas.catalog import CLIPS, extend
+
+log = logging.getLogger("vidprep")
+PENDING_SCHEMA = pa.schema([("ordinal", pa.int64()), ("source_uri", pa.string()), ("wave_id", pa.string())])
+PACKAGES = ("vidprep", "ray", "pyarrow", "duckdb", "decord", "scenedetect", "av", "numpy", "torch",
+            "opencv-python-headless")
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    out: Path
+    listed: int = 0
+    skipped: int = 0  # already committed by an earlier run
+    processed: int = 0
+    waves: int = 0
+    clips: int = 0
+    recovered: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+    decisions: Any = None  # the end-of-run status pass (near-duplicates), pipeline.catalog.refilter.Outcome
+
+
+def run(config: Config, source: str, output: str | Path, *, progress: bool = True,
+        allow_config_change: bool = False) -> RunResult:
+    out = Path(output)
+    started = time.time()
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + secrets.token_hex(3)
+    with OutputLock(out):
+        commits = CommitLog(out)
+        result = RunResult(run_id=run_id, out=out, recovered=commits.recover())
+        _check_fingerprint(commits, config, allow_config_change)
+        pending = out / STAGING / f"pending-{run_id}.parquet"
+        wave_sizes, result.listed, result.skipped = write_pending(
+            pending, list_sources(source, config.input.extensions, config.input.recursive,
+                                  config.input.follow_symlinks),
+            commits.committed_sources(), config.run.wave_size, run_id)
+        result.processed = sum(wave_sizes.values())
+        log.info("%d sources listed, %d already committed, %d to process in %d waves",
+                 result.listed, result.skipped, result.processed, len(wave_sizes))
+        if result.processed:
+            _execute(config, pending, result, wave_sizes, commits, progress)
+        pending.unlink(missing_ok=True)
+        result.wall_s = time.time() - started
+        _write_run_json(out, config, result, started)
+    from pipeline.catalog.refilter import after_run
+
+    result.decisions = after_run(out, config)  # near-duplicates need every committed clip: after the commits
+    return result
+
+
+def _execute(config: Config, pending: Path, result: RunResult, wave_sizes: dict[str, int],
+             commits: CommitLog, progress: bool) -> None:
+    if config.run.runner == "ray":
+        executor = RayExecutor(config.run.ray_address, config.run.num_cpus, config.run.videos_per_task,
+                               config.run.writer_rows, progress, config.run.task_retries, config.run.actor_restarts)
+    else:
+        executor = SequentialExecutor(config.run.videos_per_task, config.run.writer_rows)
+    tracker = WaveTracker(wave_sizes)
+    plan = config.plan()
+    clips_schema = extend(CLIPS, [f for stage in plan for f in stage.catalog_fields])
+    registry = executor.registry(committed_owners(result.out))
+    writer = WaveWriter(str(result.out.resolve()), clips_schema, registry)  # absolute: workers may run elsewhere
+    fingerprint = config.fingerprint()
+    for manifest in executor.execute(pending, result.processed, plan, writer):
+        crash_point("manifest")
+        for wave_id in tracker.add(manifest):
+            sources, files = tracker.take(wave_id)
+            record = commits.commit(wave_id, result.run_id, sources, files, fingerprint)
+            result.waves += 1
+            result.clips += record["counts"].get("clips", 0)
+            log.info("committed %s: %d videos, %d clips", wave_id, len(sources), record["counts"].get("clips", 0))
+    missing = tracker.incomplete()
+    if missing:  # a bug, not bad input: every source must come back as at least one row
+        raise RuntimeError(f"waves not complete after the plan finished: {missing}")
+
+
+def write_pending(path: Path, sources, committed: set[str], wave_size: int, run_id: str,
+                  chunk: int = 8192) -> tuple[dict[str, int], int, int]:
+    """Stream the sources not yet committed into a Parquet table; assign waves in listing order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wave_sizes: dict[str, int] = {}
+    listed = skipped = ordinal = 0
+    rows: list[tuple[int, str, str]] = []
+    with pq.ParquetWriter(path, PENDING_SCHEMA) as writer:
+        def flush():
+            if rows:
+                columns = list(zip(*rows))
+                writer.write_table(pa.table(dict(zip(PENDING_SCHEMA.names, columns)), schema=PENDING_SCHEMA))
+                rows.clear()
+
+        for uri in sources:
+            listed += 1
+            if uri in committed:
+                skipped += 1
+                continue
+            wave_id = f"{run_id}-{ordinal // wave_size:06d}"
+            wave_sizes[wave_id] = wave_sizes.get(wave_id, 0) + 1
+            rows.append((ordinal, uri, wave_id))
+            ordinal += 1
+            if len(rows) >= chunk:
+                flush()
+        flush()
+    return wave_sizes, listed, skipped
+
+
+def _check_fingerprint(commits: CommitLog, config: Config, allow: bool) -> None:
+    """Refuse to mix catalogs made with different split/scoring settings in one output."""
+    previous = {r["config_fingerprint"] for r in commits.records()}
+    current = config.fingerprint()
+    if previous and previous != {current} and not allow:
+        raise ConfigError(f"{commits.out} was written with other stage settings (fingerprint "
+                          f"{sorted(previous)} vs {current}); use a new output, or pass "
+                          "--allow-config-change to mix them")
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _write_run_json(out: Path, config: Config, result: RunResult, started: float) -> None:
+    totals: dict[str, int] = {}
+    for record in CommitLog(out).records():
+        for table, count in record["counts"].items():
+            totals[table] = totals.get(table, 0) + count
+    info: dict[str, Any] = {
+        "run_id": result.run_id, "started_at": started, "wall_s": round(result.wall_s, 3),
+        "config": config.as_dict(), "config_fingerprint": config.fingerprint(), "versions": versions(),
+        "counts": {"listed": result.listed, "skipped_committed": result.skipped, "processed": result.processed,
+                   "waves_committed": result.waves, "clips_committed": result.clips, "catalog_totals": totals},
+        "recovered": result.recovered, "host": platform.node(),
+    }
+    atomic_write_json(out / "run.json", info)
+    (out / "_runs").mkdir(exist_ok=True)
+    atomic_write_json(out / "_runs" / f"{result.run_id}.json", info)

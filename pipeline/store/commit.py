@@ -1,0 +1,244 @@
+"""Exactly-once output: staged wave files, atomic publication, commit records, recovery.
+
+Workers write a wave's rows into `OUT/_staging/<wave_id>/` (WaveWriter, the
+last task of the plan) and report what they wrote; the driver publishes a wave
+once every one of its videos is complete: files are renamed into place, then
+`_commits/<wave_id>.json` is written atomically. The record is the truth:
+readers see only files a record lists, and a rerun removes everything else
+(staging leftovers, files renamed before a crash but never recorded) and skips
+the sources that records already list.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.store.faults import crash_point
+from schemas.catalog import CLIPS, SCHEMA_VERSION, VIDEOS, conform
+
+STAGING = "_staging"
+COMMITS = "_commits"
+DATA_DIRS = ("catalog", "shards")  # everything under these must be listed by a commit record
+
+# Columns a video-only row keeps (everything else belongs to a clip).
+VIDEO_ROW_COLUMNS = {"ordinal", "source_uri", "wave_id", "video", "video_rows", "is_video_row"}
+MANIFEST = pa.schema([
+    ("wave_id", pa.string()), ("source_uri", pa.string()), ("rows", pa.int64()), ("expected", pa.int64()),
+    ("files", pa.list_(pa.struct([("path", pa.string()), ("table", pa.string()), ("rows", pa.int64()),
+                                  ("bytes", pa.int64()), ("blake2b", pa.string())]))),
+])
+
+
+@dataclass
+class WaveWriter:
+    """Last task of the plan: writes each wave's rows of a batch to staging; returns a manifest."""
+
+    out: str
+    clips_schema: pa.Schema = CLIPS  # CLIPS plus the catalog_fields of the enabled stages
+    registry: Any = None  # pipeline.run.registry: drops second copies of the same bytes
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        manifests = []
+        for wave_id in pc.unique(batch.column("wave_id")).to_pylist():
+            received = batch.filter(pc.equal(batch.column("wave_id"), wave_id))
+            rows = drop_duplicates(received, self.registry) if self.registry else received
+            files = [self._write(wave_id, f"catalog/{name}", name, table)
+                     for name, table in catalog_tables(rows, self.clips_schema).items() if table.num_rows]
+            files += self._write_shards(wave_id, rows)
+            counts = received.group_by("source_uri").aggregate([("video_rows", "max"), ("source_uri", "count")])
+            manifests.append(pa.table({
+                "wave_id": pa.array([wave_id] * counts.num_rows, pa.string()),
+                "source_uri": counts.column("source_uri"),
+                "rows": counts.column("source_uri_count").cast(pa.int64()),
+                "expected": counts.column("video_rows_max").cast(pa.int64()),
+                "files": pa.array([files] * counts.num_rows, MANIFEST.field("files").type),
+            }, schema=MANIFEST))
+        return pa.concat_tables(manifests) if manifests else MANIFEST.empty_table()
+
+    def _write_shards(self, wave_id: str, rows: pa.Table) -> list[dict[str, Any]]:
+        from pipeline.store.shards import index_table, shard_tables, stats_table
+
+        files = []
+        for bucket, (shard, options) in shard_tables(rows).items():
+            info = self._write(wave_id, f"shards/{bucket}", "shards", shard, **options)
+            final = published_path(info["path"], wave_id)
+            files += [info,
+                      self._write(wave_id, "shards/_index", "shard_index",
+                                  index_table(shard, final, options["row_group_size"])),
+                      self._write(wave_id, "shards/_stats", "shard_stats", stats_table(shard))]
+        return files
+
+    def _write(self, wave_id: str, folder: str, table_name: str, table: pa.Table, **options) -> dict[str, Any]:
+        # Named after its content: a retried task rewrites the same file rather than adding one.
+        key = "\n".join(map(str, table.column(0).to_pylist())).encode()
+        rel = f"{folder}/part-{hashlib.blake2b(key, digest_size=8).hexdigest()}.parquet"
+        path = Path(self.out, STAGING, wave_id, rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        pq.write_table(table, tmp, **({"compression": "zstd", "row_group_size": 4096} | options))
+        os.replace(tmp, path)
+        return {"path": rel, "table": table_name, "rows": table.num_rows, "bytes": path.stat().st_size,
+                "blake2b": _file_hash(path)}
+
+
+def drop_duplicates(rows: pa.Table, registry) -> pa.Table:
+    """Rows of sources whose bytes another source owns: keep only their video row, as an error."""
+    videos = rows.column("video").to_pylist()
+    pairs = sorted({(v["video_id"], v["source_uri"]) for v in videos if v["status"] == "ok"})
+    owners = registry.claim(pairs) if pairs else {}
+    duplicate = {uri: owner for uri, owner in owners.items() if owner != uri}
+    if not duplicate:
+        return rows
+    keep, fixed = [], []
+    for i, (video, is_video_row) in enumerate(zip(videos, rows.column("is_video_row").to_pylist())):
+        owner = duplicate.get(video["source_uri"])
+        if owner is None:
+            keep.append(i)
+        elif is_video_row:  # the one row that carries the video into the catalog
+            keep.append(i)
+            video.update(status="error", error=f"duplicate_of:{owner}", num_clips=0)
+        fixed.append(video)
+    rows = rows.set_column(rows.column_names.index("video"), "video", pa.array(fixed, rows.schema.field("video").type))
+    rows = rows.take(pa.array(keep, pa.int64()))
+    # The kept video row of a duplicate must not look like a clip: null every clip column.
+    is_dup = pa.array([v["source_uri"] in duplicate for v in rows.column("video").to_pylist()])
+    for name in rows.column_names:
+        if name not in VIDEO_ROW_COLUMNS:
+            column = pc.if_else(is_dup, pa.scalar(None, rows.schema.field(name).type), rows.column(name))
+            rows = rows.set_column(rows.column_names.index(name), name, column)
+    return rows
+
+
+def published_path(rel: str, wave_id: str) -> str:
+    """Where a staged file lands: its folder, its name prefixed by the wave (unique across waves)."""
+    rel_path = Path(rel)
+    return str(rel_path.parent / f"{wave_id}-{rel_path.name}")
+
+
+def catalog_tables(rows: pa.Table, clips_schema: pa.Schema = CLIPS) -> dict[str, pa.Table]:
+    """Split in-flight rows into the `videos` and `clips` catalog tables, conformed to their schemas."""
+    is_video = pc.fill_null(rows.column("is_video_row"), False)
+    video_rows = rows.filter(is_video)
+    videos = pa.Table.from_struct_array(video_rows.column("video").combine_chunks())
+    videos = videos.append_column("wave_id", video_rows.column("wave_id"))
+    clips = rows.filter(pc.is_valid(rows.column("clip_id")))
+    clips = clips.sort_by([("source_uri", "ascending"), ("clip_index", "ascending")])
+    return {"videos": conform(videos.sort_by("source_uri"), VIDEOS), "clips": conform(clips, clips_schema)}
+
+
+class CommitLog:
+    """The `_commits/` records of an output folder, and the operations that keep them the truth."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.dir = self.out / COMMITS
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        if self.dir.is_dir():
+            for path in sorted(self.dir.glob("*.json")):
+                yield json.loads(path.read_text())
+
+    def committed_sources(self) -> set[str]:
+        return {uri for record in self.records() for uri in record["sources"]}
+
+    def files(self, table: str | None = None) -> list[str]:
+        """Committed data files (absolute paths), optionally of one table."""
+        return [str(self.out / f["path"]) for record in self.records() for f in record["files"]
+                if table is None or f["table"] == table]
+
+    def recover(self) -> dict[str, int]:
+        """Remove everything no record lists: staging leftovers and files published without a record."""
+        removed = {"staging": 0, "orphans": 0}
+        staging = self.out / STAGING
+        if staging.exists():
+            removed["staging"] = sum(1 for p in staging.rglob("*") if p.is_file())
+            shutil.rmtree(staging)
+        listed = set(self.files())
+        for top in DATA_DIRS:
+            for path in (self.out / top).rglob("*") if (self.out / top).exists() else ():
+                if path.is_file() and str(path) not in listed:
+                    path.unlink()
+                    removed["orphans"] += 1
+        return removed
+
+    def commit(self, wave_id: str, run_id: str, sources: list[str], files: list[dict[str, Any]],
+               fingerprint: str) -> dict[str, Any]:
+        """Publish a staged wave: rename its files into place, then write its record atomically."""
+        published = []
+        for info in sorted(files, key=lambda f: f["path"]):
+            final = published_path(info["path"], wave_id)
+            (self.out / final).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.out / STAGING / wave_id / info["path"], self.out / final)
+            published.append({**info, "path": final})
+        for folder in {self.out / Path(p["path"]).parent for p in published}:
+            _fsync_dir(folder)
+        crash_point("published")
+        counts: dict[str, int] = {}
+        for info in published:
+            counts[info["table"]] = counts.get(info["table"], 0) + info["rows"]
+        record = {"wave_id": wave_id, "run_id": run_id, "committed_at": time.time(),
+                  "schema_version": SCHEMA_VERSION, "config_fingerprint": fingerprint,
+                  "sources": sorted(sources), "counts": counts, "files": published}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.dir / f"{wave_id}.json", record)
+        crash_point("committed")
+        shutil.rmtree(self.out / STAGING / wave_id, ignore_errors=True)  # leftovers of retried tasks
+        return record
+
+
+class OutputLock:
+    """One run per output folder at a time (an advisory lock on OUT/.lock)."""
+
+    def __init__(self, out: str | Path):
+        self.path = Path(out) / ".lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "w")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise RuntimeError(f"another vidprep run is writing to {self.path.parent}") from None
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

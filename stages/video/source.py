@@ -1,0 +1,68 @@
+"""Private helpers shared by the video stages: opening sources, sizes, rotation, JPEG."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+from typing import Iterator
+from urllib.parse import urlparse
+
+import numpy as np
+
+
+class SourceError(Exception):
+    """A source that can't be processed; str() is the catalog's `error`: "<code>: <detail>"."""
+
+    def __init__(self, code: str, detail: str = ""):
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+
+
+def is_local(uri: str) -> bool:
+    scheme = urlparse(uri).scheme
+    return scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt")
+
+
+def local_name(uri: str) -> str:
+    return urlparse(uri).path if uri.startswith("file://") else uri
+
+
+@contextlib.contextmanager
+def local_copy(uri: str) -> Iterator[str]:
+    """A local path for `uri`: the file itself, or a temporary copy fetched through pyarrow.fs."""
+    if is_local(uri):
+        yield local_name(uri)
+        return
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    suffix = os.path.splitext(path)[1]
+    with tempfile.NamedTemporaryFile(suffix=suffix, prefix="vidprep-") as tmp:
+        with filesystem.open_input_stream(path) as src:
+            shutil.copyfileobj(src, tmp, length=8 << 20)
+        tmp.flush()
+        yield tmp.name
+
+
+def decode_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """Decoder output size keeping aspect: short side → `short_side` (never upscaled), even sides."""
+    scale = min(1.0, short_side / max(1, min(width, height)))
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def rotate(frames: np.ndarray, degrees: int) -> np.ndarray:
+    """Apply a display-matrix rotation (counter-clockwise degrees) to (..., H, W, C) frames."""
+    turns = (int(degrees) // 90) % 4
+    return np.ascontiguousarray(np.rot90(frames, k=turns, axes=(-3, -2))) if turns else frames
+
+
+def jpeg(frame: np.ndarray, max_side: int, quality: int = 85) -> bytes:
+    from PIL import Image
+
+    image = Image.fromarray(frame)
+    image.thumbnail((max_side, max_side))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
