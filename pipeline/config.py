@@ -24,7 +24,7 @@ VIDEO_EXTENSIONS = [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".m
 class RunConfig:
     wave_size: int = 64  # source videos committed together; a crash redoes at most the waves in flight
     videos_per_task: int = 1  # source videos per Ray block: 1 spreads videos over all workers
-    writer_rows: int = 1024  # rows gathered per catalog file write: fewer, larger files vs. earlier commits
+    writer_rows: int = 1024  # most rows per catalog file write; Ray bundles min(writer_rows, wave_size)
     runner: Literal["ray", "sequential"] = "ray"
     ray_address: str | None = None  # None: embedded Ray; "auto" or "ray://host:10001" for a cluster
     num_cpus: int | None = None  # embedded Ray only; None = all cores

@@ -61,9 +61,15 @@ class SequentialExecutor:
         for stage in stages:
             pin_threads(stage.resources.cpus)
             stage.setup()
-        ready: list[pa.Table] = []  # rows wait for the writer like Ray bundles blocks for it
+        ready: list[pa.Table] = []  # rows of the current wave waiting for the writer
+        wave = None
         for batch in pq.ParquetFile(pending).iter_batches(batch_size=self.videos_per_task):
             table = pa.Table.from_batches([batch])
+            first_wave = table.column("wave_id")[0].as_py()
+            if ready and first_wave != wave:  # in order here: a new wave means the last one is complete
+                yield writer(pa.concat_tables(ready, promote_options="permissive"))
+                ready = []
+            wave = table.column("wave_id")[-1].as_py()
             for stage in stages:
                 table = in_batches(stage, table)
             ready.append(table)
@@ -105,8 +111,9 @@ class RayExecutor:
     """The Ray Data streaming plan: a task per stage without setup, an actor pool otherwise."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, videos_per_task: int = 1,
-                 writer_rows: int = 1024, progress: bool = True, task_retries: int = 3, actor_restarts: int = 3):
-        self.address, self.num_cpus = address, num_cpus
+                 writer_rows: int = 1024, progress: bool = True, task_retries: int = 3, actor_restarts: int = 3,
+                 wave_size: int = 64):
+        self.address, self.num_cpus, self.wave_size = address, num_cpus, wave_size
         self.videos_per_task, self.writer_rows, self.progress = videos_per_task, writer_rows, progress
         self.task_retries, self.actor_restarts = task_retries, actor_restarts
 
@@ -129,8 +136,11 @@ class RayExecutor:
                             num_cpus=stages[0].resources.cpus)  # same as probe: fused into one task
         for stage in stages:
             ds = add_stage(ds, stage, self.task_retries, self.actor_restarts)
-        # Bundling blocks up to writer_rows keeps the catalog to few, large files.
-        ds = ds.map_batches(writer, batch_format="pyarrow", batch_size=self.writer_rows, num_cpus=0.25)
+        # The writer bundles blocks into fewer, larger files, but never more rows than a wave has videos:
+        # a wave commits once all its rows are written, so rows parked in a large bundle would hold back
+        # every wave they belong to (with 1024 rows per bundle, small runs committed only at the end).
+        bundle = max(1, min(self.writer_rows, self.wave_size))
+        ds = ds.map_batches(writer, batch_format="pyarrow", batch_size=bundle, num_cpus=0.25)
         yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 

@@ -80,7 +80,8 @@ def _execute(config: Config, pending: Path, result: RunResult, wave_sizes: dict[
              commits: CommitLog, progress: bool) -> None:
     if config.run.runner == "ray":
         executor = RayExecutor(config.run.ray_address, config.run.num_cpus, config.run.videos_per_task,
-                               config.run.writer_rows, progress, config.run.task_retries, config.run.actor_restarts)
+                               config.run.writer_rows, progress, config.run.task_retries, config.run.actor_restarts,
+                               config.run.wave_size)
     else:
         executor = SequentialExecutor(config.run.videos_per_task, config.run.writer_rows)
     tracker = WaveTracker(wave_sizes)
