@@ -24,6 +24,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="write to an output made with other stage settings")
     p.add_argument("--no-progress", action="store_true", help="hide Ray Data's progress bars")
 
+    n = sub.add_parser("plan", help="the run's plan against the cluster (actors, CPUs, GPU shares); exits 2 if it "
+                                    "cannot be scheduled")
+    n.add_argument("--config", "-c", help="YAML config (default: built-in defaults)")
+    n.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable)")
+    n.add_argument("--ray-address", help="check against this Ray cluster (default: an embedded one on this machine)")
+    n.add_argument("--gpus", type=float, help="check against a machine with this many GPUs (starts no Ray)")
+    n.add_argument("--cpus", type=float, help="with --gpus: that machine's CPUs (default: this machine's)")
+
     q = sub.add_parser("query", help="run a read-only SQL query on the catalog (views: videos, clips, commits)")
     q.add_argument("output")
     q.add_argument("sql")
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        return {"run": _run, "query": _query, "demo-videos": _demo_videos, "demo-models": _demo_models,
+        return {"run": _run, "plan": _plan, "query": _query, "demo-videos": _demo_videos, "demo-models": _demo_models,
                 "bench": _bench, "expand": _expand, "report": _report,
                 "refilter": _refilter, "search": _search, "train": _train, "sample": _sample}[args.command](args)
     except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as err:
@@ -132,6 +141,30 @@ def _run(args) -> int:
     if result.decisions is not None:
         print(format_outcome(result.decisions))
     return 0
+
+
+def _plan(args) -> int:
+    import os
+
+    from pipeline.config import load_config
+    from pipeline.run import plan
+
+    overrides = list(args.overrides) + ([f"run.ray_address={args.ray_address}"] if args.ray_address else [])
+    config = load_config(args.config, overrides)
+    stages = config.plan()
+    if args.gpus is not None:
+        cluster = plan.Cluster(cpus=args.cpus or float(os.cpu_count() or 1), gpus=args.gpus)
+    else:
+        from pipeline.run.executors import RayExecutor
+
+        cluster = RayExecutor(config.run.ray_address, config.run.num_cpus).cluster()
+    plan.assign_auto_gpus(stages, cluster)
+    print(plan.table(stages, cluster))
+    problems = plan.check(stages, cluster)
+    for problem in problems:
+        print(f"vidprep plan: error: {problem}", file=sys.stderr)
+    print("the plan fits" if not problems else "the plan does NOT fit: vidprep run would stop at start")
+    return 2 if problems else 0
 
 
 def _query(args) -> int:

@@ -10,7 +10,7 @@ plain task otherwise; the sequential runner calls it in a loop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import pyarrow as pa
 
@@ -26,13 +26,17 @@ class Resources:
     """What one worker of a stage asks Ray for, and how many run at once."""
 
     cpus: float = 1.0  # also the torch/OpenCV thread count inside the worker
-    gpus: float = 0.0  # fractions share a GPU between actors
-    concurrency: int | None = None  # actors in the pool (tasks: at most this many at once)
-    batch_size: int | None = None  # rows per call; None = whatever block arrives
+    # A number (fractions share a GPU between actors), or "auto": the plan gives the stage a share of
+    # the GPUs the cluster has, in proportion to `cost` (pipeline/run/plan.py).
+    gpus: float | Literal["auto"] = 0.0
+    concurrency: int | None = None  # actors in the pool (tasks: at most this many at once); auto GPUs: planned
+    batch_size: int | None = None  # rows per call; None = whatever block arrives (a GPU stage needs one)
+    cost: float | None = None  # relative GPU cost per row for gpus: auto; None = the stage's default
 
     def __post_init__(self):
         require(self.cpus > 0, "cpus", f"must be > 0 (got {self.cpus})")
-        require(self.gpus >= 0, "gpus", f"must be >= 0 (got {self.gpus})")
+        require(self.gpus == "auto" or self.gpus >= 0, "gpus", f"must be >= 0 or auto (got {self.gpus})")
+        require(self.cost is None or self.cost > 0, "cost", f"must be > 0 (got {self.cost})")
         require(self.concurrency is None or self.concurrency >= 1,
                 "concurrency", f"must be >= 1 (got {self.concurrency})")
         require(self.batch_size is None or self.batch_size >= 1,
@@ -47,6 +51,9 @@ class Stage:
     # Columns this stage adds to the `clips` catalog table (the rest of `outputs` stay in flight).
     catalog_fields: ClassVar[tuple[pa.Field, ...]] = ()
 
+    # Relative GPU time per row when `resources.gpus` is auto: how GPUs are shared between model stages.
+    gpu_cost: ClassVar[float] = 1.0
+
     resources: Resources = field(default_factory=Resources)
 
     def setup(self) -> None:
@@ -54,7 +61,7 @@ class Stage:
 
     @property
     def needs_actor(self) -> bool:
-        return type(self).setup is not Stage.setup or self.resources.gpus > 0
+        return type(self).setup is not Stage.setup or self.resources.gpus == "auto" or self.resources.gpus > 0
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         raise NotImplementedError

@@ -49,6 +49,7 @@ _EXAMPLE = dict(duration_s=4.0, num_frames=96, fps=24.0, width=1280, height=720,
 @dataclass
 class Caption(Stage):
     name = "caption"
+    gpu_cost = 8.0  # an 8B VLM writing ~256 tokens a clip: the slowest stage, most GPUs under gpus: auto
     inputs = ("status", "frames", "frames_shape", "sample_frame_indices", "start_frame", "num_frames", "fps",
               "duration_s", "width", "height")
     outputs = tuple(f.name for f in CATALOG)

@@ -34,6 +34,7 @@ from stages.base import Resources, Stage, require
 @dataclass
 class ClipScore(Stage):
     name = "clip_score"
+    gpu_cost = 1.0  # one ViT-L forward per sampled frame
     inputs = ("status", "frames", "frames_shape", "source_uri")
 
     model: str = "ViT-L-14"  # open_clip name, `hf-hub:org/repo` or `local-dir:/folder`

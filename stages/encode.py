@@ -36,6 +36,7 @@ OUTPUTS = pa.schema([
 @dataclass
 class Encode(Stage):
     name = "encode"
+    gpu_cost = 2.0  # one VAE forward over the clip at its bucket size, plus the text encoder
     inputs = ("clip_id", "status", "start_frame", "end_frame", "fps", "width", "height", "video")
     outputs = tuple(OUTPUTS.names)
     catalog_fields = (pa.field("bucket", pa.string()), pa.field("latent_shape", SHAPE),

@@ -52,6 +52,12 @@ class SequentialExecutor:
     def __init__(self, videos_per_task: int = 1, writer_rows: int = 1024):
         self.videos_per_task, self.writer_rows = videos_per_task, writer_rows
 
+    def cluster(self):
+        """This machine: every CPU, and the GPUs torch sees (auto GPU stages then use cuda, or the CPU)."""
+        from pipeline.run.plan import Cluster
+
+        return Cluster(cpus=float(os.cpu_count() or 1), gpus=float(_local_gpus()))
+
     def registry(self, owners: dict[str, str]):
         from pipeline.run.registry import VideoRegistry
 
@@ -117,6 +123,15 @@ class RayExecutor:
         self.videos_per_task, self.writer_rows, self.progress = videos_per_task, writer_rows, progress
         self.task_retries, self.actor_restarts = task_retries, actor_restarts
 
+    def cluster(self):
+        """The Ray cluster's CPUs and GPUs, as the plan check sees them (starts or joins Ray)."""
+        import ray
+
+        from pipeline.run.plan import Cluster
+
+        init_ray(self.address, self.num_cpus)
+        return Cluster.from_ray(ray.cluster_resources())
+
     def registry(self, owners: dict[str, str]):
         from pipeline.run.registry import RayRegistry
 
@@ -180,3 +195,12 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
     else:  # "local": a new embedded instance, never a cluster that happens to run on this machine
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
     log.info("ray: %s", ray.cluster_resources())
+
+
+def _local_gpus() -> int:
+    """GPUs torch can use here; 0 without torch (a probe/split-only install)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -24,6 +24,7 @@ from pipeline.run.executors import RayExecutor, SequentialExecutor
 from pipeline.store.faults import crash_point
 from pipeline.run.registry import committed_owners
 from pipeline.run.listing import list_sources
+from pipeline.run.plan import fit as fit_plan
 from pipeline.typed import ConfigError
 from pipeline.run.waves import WaveTracker
 from schemas.catalog import CLIPS, extend
@@ -86,6 +87,7 @@ def _execute(config: Config, pending: Path, result: RunResult, wave_sizes: dict[
         executor = SequentialExecutor(config.run.videos_per_task, config.run.writer_rows)
     tracker = WaveTracker(wave_sizes)
     plan = config.plan()
+    fit_plan(plan, executor.cluster())  # gpus: auto → shares; an unschedulable plan stops here, not in a hang
     clips_schema = extend(CLIPS, [f for stage in plan for f in stage.catalog_fields])
     registry = executor.registry(committed_owners(result.out))
     writer = WaveWriter(str(result.out.resolve()), clips_schema, registry)  # absolute: workers may run elsewhere
