@@ -42,6 +42,8 @@ def run_summary(result) -> str:
                               WHERE {this_run} AND status = 'rejected' GROUP BY 1 ORDER BY 2 DESC, 1""").fetchall()
     errors = con.execute(f"""SELECT split_part(error, ':', 1) AS e, count(*) FROM videos
                              WHERE {this_run} AND status = 'error' GROUP BY 1 ORDER BY 2 DESC, 1""").fetchall()
+    clip_errors = con.execute(f"""SELECT split_part(reason, ':', 1) AS r, count(*) FROM clips
+                                  WHERE {this_run} AND status = 'error' GROUP BY 1 ORDER BY 2 DESC, 1""").fetchall()
     total_clips = sum(clips.values())
     rows = [
         ("videos listed", result.listed),
@@ -54,6 +56,8 @@ def run_summary(result) -> str:
         ("clips accepted", clips.get("accepted", 0)),
         ("clips rejected", clips.get("rejected", 0)),
         *((f"  rejected: {r}", n) for r, n in reasons),
+        *([("clips with errors (a model failed on them)", clips["error"])] if clips.get("error") else []),
+        *((f"  error: {r}", n) for r, n in clip_errors),
         ("waves committed", result.waves),
         ("wall time (s)", f"{result.wall_s:.1f}"),
         ("clips/s", f"{total_clips / result.wall_s:.2f}" if result.wall_s else "-"),

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.run.isolation import call_isolated
 from pipeline.store.faults import crash_point
 from stages.base import Stage
 
@@ -42,7 +43,7 @@ def pin_threads(cpus: float) -> None:
 def in_batches(stage: Stage, table: pa.Table) -> pa.Table:
     """Apply `stage` in slices of its batch_size (the sequential runner's equivalent of map_batches)."""
     size = stage.resources.batch_size or max(1, table.num_rows)
-    parts = [stage(table.slice(i, size)) for i in range(0, table.num_rows, size)]
+    parts = [call_isolated(stage, table.slice(i, size)) for i in range(0, table.num_rows, size)]
     return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
@@ -103,7 +104,7 @@ class _StageActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         crash_point(f"stage:{self.stage.name}")
-        return self.stage(batch)
+        return call_isolated(self.stage, batch)  # a failing row becomes an error row, not a failed job
 
 
 def _read_pending(batch: pa.Table, pending: str) -> pa.Table:
