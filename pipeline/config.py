@@ -128,6 +128,7 @@ def from_dict(data: dict[str, Any]) -> Config:
                 raise ConfigError(f"stages.{name}: this stage is required and cannot be turned off")
             continue
         stages[name] = build(STAGES[name], {} if settings is True else settings, f"stages.{name}")
+        stages[name].resolve_local_paths(Path.cwd())  # workers run elsewhere: they get absolute paths
     for name in REQUIRED_STAGES:
         if name not in stages:
             stages[name] = STAGES[name]()

@@ -9,7 +9,9 @@ plain task otherwise; the sequential runner calls it in a loop.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import pyarrow as pa
@@ -58,6 +60,22 @@ class Stage:
 
     def setup(self) -> None:
         """Load models; runs once per worker before the first batch."""
+
+    def resolve_local_paths(self, cwd: Path) -> None:
+        """Make relative paths that exist under `cwd` absolute, once, where the config is loaded.
+
+        Workers run in other folders (a `ray start` cluster, `ray job submit`): a relative model path
+        would be resolved against each worker's own directory. A value that is not an existing local
+        path (a hub id, an open_clip tag, a URI, SQL) is left as it is, as the model libraries would.
+        """
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if not isinstance(value, str) or not value or "://" in value or os.path.isabs(value):
+                continue
+            prefix, rest = ("local-dir:", value[len("local-dir:"):]) if value.startswith("local-dir:") else ("", value)
+            if ":" in rest.split("/")[0] or os.path.isabs(rest) or not (cwd / rest).exists():
+                continue
+            setattr(self, spec.name, prefix + str((cwd / rest).resolve()))
 
     @property
     def needs_actor(self) -> bool:

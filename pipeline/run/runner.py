@@ -51,7 +51,9 @@ class RunResult:
 
 def run(config: Config, source: str, output: str | Path, *, progress: bool = True,
         allow_config_change: bool = False) -> RunResult:
-    out = Path(output)
+    out = Path(output).absolute()  # the pending table and staged files are read and written by workers
+    if "://" not in source:  # a local input: workers in other folders get absolute source paths
+        source = str(Path(source).absolute())
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + secrets.token_hex(3)
     with OutputLock(out):
