@@ -34,6 +34,7 @@ class Resources:
     concurrency: int | None = None  # actors in the pool (tasks: at most this many at once); auto GPUs: planned
     batch_size: int | None = None  # rows per call; None = whatever block arrives (a GPU stage needs one)
     cost: float | None = None  # relative GPU cost per row for gpus: auto; None = the stage's default
+    require_gpu: bool = False  # a worker that reserved a GPU but sees no CUDA fails instead of using the CPU
 
     def __post_init__(self):
         require(self.cpus > 0, "cpus", f"must be > 0 (got {self.cpus})")

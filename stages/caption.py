@@ -86,7 +86,7 @@ class Caption(Stage):
         import_torchvision()  # before transformers' model classes (stages/models/loading.py)
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        self._device = device_for(self.resources.gpus)
+        self._device = device_for(self.resources, self.name)
         self._dtype = dtype_for(self.dtype, self._device)
         kwargs = load_kwargs(self.revision, self.trust_remote_code, None)
         self._processor = AutoProcessor.from_pretrained(self.model, **kwargs)

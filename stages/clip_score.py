@@ -104,7 +104,7 @@ class ClipScore(Stage):
         from stages.models.clip import load_aesthetic, load_clip
         from stages.models.loading import device_for
 
-        device = device_for(self.resources.gpus)
+        device = device_for(self.resources, self.name)
         self.clip = load_clip(self.model, self.pretrained, model_config=self.model_config, device=device,
                               dtype=self.dtype)
         self.head = load_aesthetic(self.aesthetic, self.clip.embed_dim, device, self.clip.dtype) \

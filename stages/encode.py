@@ -82,7 +82,7 @@ class Encode(Stage):
         from stages.models.text_encoder import TextEncoder
         from stages.models.vae import VideoVAE
 
-        self.device = device_for(self.resources.gpus)
+        self.device = device_for(self.resources, self.name)
         compute = dtype_for(self.dtype, self.device)
         self.model = VideoVAE.load(self.vae, self.vae_kind, self.device, compute, self.vae_subfolder,
                                    self.vae_revision, tiling=self.tiling)

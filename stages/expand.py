@@ -122,7 +122,7 @@ class Expand(Stage):
             from stages.models.loading import device_for
 
             self.clip = load_clip(self.clip_model, self.clip_pretrained, model_config=self.clip_model_config,
-                                  device=device_for(self.resources.gpus))
+                                  device=device_for(self.resources, self.name))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_inputs(batch)

@@ -95,7 +95,7 @@ class Expander:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         c = self.config
-        self.device = device_for(c.resources.gpus)
+        self.device = device_for(c.resources, c.name)
         self.dtype = dtype_for(c.dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(c.model, **load_kwargs(c.revision, c.trust_remote_code, None))
         self.tokenizer.padding_side = "left"

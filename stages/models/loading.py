@@ -9,8 +9,13 @@ and vidprep never does. With a matching torchvision it is a plain import.
 """
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from typing import Any
+
+log = logging.getLogger("vidprep")
+_SAID: set[tuple[str, str]] = set()  # (stage, what) already logged in this worker
 
 _LIBRARIES: list[Any] = []  # a torch.library.Library unregisters its ops when collected
 _TORCHVISION_OPS = ("nms", "qnms", "roi_align", "_roi_align_backward", "ps_roi_align", "_ps_roi_align_backward",
@@ -41,11 +46,31 @@ def import_torchvision():
     return torchvision
 
 
-def device_for(gpus: float) -> str:
-    """cuda when the stage asked Ray for a GPU and one is visible, else cpu."""
+def device_for(resources, stage: str = "") -> str:
+    """cuda when the stage asked Ray for a GPU and one is visible, else cpu — never silently.
+
+    `resources`: the stage's Resources (or a GPU share). A stage that reserved a GPU but sees no CUDA
+    (a CPU torch build, a driver mismatch, CUDA_VISIBLE_DEVICES) warns once per worker, or raises
+    when `resources.require_gpu` is set.
+    """
     import torch
 
-    return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+    gpus = getattr(resources, "gpus", resources)
+    gpus = 0.0 if gpus == "auto" else float(gpus)  # auto is planned before workers start; unplanned: CPU
+    device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+    name = f"stage {stage}" if stage else "a model"
+    if gpus > 0 and device == "cpu":
+        why = (f"{name} reserved {gpus:g} GPU but torch {torch.__version__} sees no CUDA device "
+               f"(cuda build: {torch.version.cuda or 'none'}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})")
+        if getattr(resources, "require_gpu", False):
+            raise RuntimeError(f"{why}; resources.require_gpu is set")
+        if (stage, "fallback") not in _SAID:
+            _SAID.add((stage, "fallback"))
+            log.warning("%s: running on CPU, slowly", why)
+    if stage and (stage, device) not in _SAID:
+        _SAID.add((stage, device))
+        log.info("stage %s: device %s", stage, device)
+    return device
 
 
 def dtype_for(name: str, device: str):
