@@ -126,7 +126,7 @@ def load_clip(model: str, pretrained: str | None = None, *, model_config: str | 
         register_model_config(model_config)
     device = device or device_for(1.0)
     model_obj = open_clip.create_model(model, pretrained=None if model.startswith(SCHEMAS) else pretrained,
-                                       device=device)
+                                       device=device, force_quick_gelu=quick_gelu_for(model, pretrained))
     torch_dtype = dtype_for(dtype, device)
     model_obj = model_obj.to(dtype=torch_dtype).eval().requires_grad_(False)
     cfg = open_clip.get_model_preprocess_cfg(model_obj)
@@ -137,6 +137,21 @@ def load_clip(model: str, pretrained: str | None = None, *, model_config: str | 
                 resize_mode=cfg.get("resize_mode", "shortest"))
     clip.embed_dim = int(clip.encode_texts([""]).shape[1])  # the joint space's D, whatever the towers
     return clip
+
+
+def quick_gelu_for(model: str, pretrained: str | None) -> bool:
+    """Whether `pretrained` (an open_clip tag) was trained with QuickGELU, as OpenAI's CLIP weights were.
+
+    open_clip builds `ViT-L-14` with plain GELU and only warns when it loads the `openai` weights into it;
+    every embedding then shifts (one image's LAION aesthetic score measured 5.05 with QuickGELU, 4.44
+    without). The tag's own record says which activation its weights need, so that one is built.
+    """
+    if not pretrained or model.startswith(SCHEMAS) or Path(pretrained).suffix in WEIGHT_SUFFIXES:
+        return False  # a local file or a hub model: its own config decides
+    import_torchvision()  # before open_clip (stages/models/loading.py)
+    import open_clip
+
+    return bool(open_clip.get_pretrained_cfg(model, pretrained).get("quick_gelu", False))
 
 
 def register_model_config(path: str) -> str:

@@ -106,3 +106,21 @@ def test_default_config_runs_to_the_end_on_a_one_gpu_node(tiny_models, corpus_di
         ray.shutdown()
     assert result.waves == 2 and result.processed == 3
     assert sum(stages[n].gpus * stages[n].concurrency for n in ("clip_score", "caption", "expand", "encode")) == 1
+
+
+@pytest.mark.ray
+def test_default_config_runs_to_the_end_on_an_eight_gpu_node_using_all_eight(tiny_models, corpus_dir, tmp_path):
+    import ray
+
+    from pipeline.run.runner import run
+
+    ray.init(address="local", num_cpus=96, num_gpus=8, include_dashboard=False)  # an 8-GPU node
+    try:
+        config = load_config(DEFAULT, default_with_tiny_models(tiny_models) + ["run.wave_size=2"])
+        result = run(config, corpus_dir, tmp_path / "out", progress=False)
+        stages = {s.name: s.resources for s in config.plan()}
+    finally:
+        ray.shutdown()
+    assert result.waves == 2 and result.processed == 3
+    assert sum(stages[n].gpus * stages[n].concurrency for n in ("clip_score", "caption", "expand", "encode")) == 8
+    assert stages["caption"].concurrency == 4
