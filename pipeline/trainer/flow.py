@@ -3,9 +3,14 @@
 Rectified flow (SD3's convention): t = 0 is data, t = 1 is noise,
 x_t = (1 - t) x_0 + t ε, and the model predicts the velocity v = ε - x_0.
 Training t is logit-normal (sigmoid of a normal), then shifted towards noise
-for larger inputs: t' = s t / (1 + (s - 1) t), s = shift * sqrt(tokens /
-shift_base_tokens) when shift_base_tokens > 0 — SD3's resolution shift, where
-tokens counts frames too, so longer clips get more noise like bigger images.
+for larger inputs: t' = s t / (1 + (s - 1) t), s = max(shift_min, shift *
+sqrt(tokens / shift_base_tokens)) when shift_base_tokens > 0 — SD3's
+resolution shift (its paper: s ∝ sqrt(pixels)), where tokens counts frames
+too, so longer clips get more noise like bigger images. Defaults are anchored
+on Wan 2.1, a video model in this latent layout: shift 3.0 at 480p × 81 frames
+(21 latent frames × 30 × 52 patches = 32,760 tokens), which gives 4.56 at 720p
+(75,600 tokens; Wan uses 5.0) and never less than 1 for small clips. An image
+model (SD3: 3.0 at 1024², 4,096 tokens) wants its own anchor: set both fields.
 Sampling integrates the ODE from t = 1 to 0 with Euler steps on the same
 shifted schedule and classifier-free guidance.
 
@@ -27,8 +32,9 @@ class FlowConfig:
     objective: Literal["rectified_flow", "ddpm"] = "rectified_flow"
     logit_mean: float = 0.0  # logit-normal t: sigmoid(N(logit_mean, logit_std²))
     logit_std: float = 1.0
-    shift: float = 1.0  # fixed timestep shift (1 = none)
-    shift_base_tokens: int = 0  # > 0: shift *= sqrt(tokens per sample / shift_base_tokens)
+    shift: float = 3.0  # the shift at shift_base_tokens (1 with shift_base_tokens 0: none)
+    shift_base_tokens: int = 32760  # > 0: shift *= sqrt(tokens per sample / shift_base_tokens); 0: fixed shift
+    shift_min: float = 1.0  # the resolution-dependent shift never goes below this
     ddpm_steps: int = 1000
 
     def __post_init__(self):
@@ -36,6 +42,8 @@ class FlowConfig:
             raise ValueError(f"logit_std: must be > 0 (got {self.logit_std})")
         if self.shift <= 0:
             raise ValueError(f"shift: must be > 0 (got {self.shift})")
+        if self.shift_min <= 0:
+            raise ValueError(f"shift_min: must be > 0 (got {self.shift_min})")
         if self.shift_base_tokens < 0:
             raise ValueError(f"shift_base_tokens: must be >= 0 (got {self.shift_base_tokens})")
         if self.ddpm_steps < 2:
@@ -57,7 +65,9 @@ class Flow:
 
     def shift_for(self, tokens: int) -> float:
         cfg = self.config
-        return cfg.shift * (math.sqrt(tokens / cfg.shift_base_tokens) if cfg.shift_base_tokens else 1.0)
+        if not cfg.shift_base_tokens:
+            return cfg.shift
+        return max(cfg.shift_min, cfg.shift * math.sqrt(tokens / cfg.shift_base_tokens))
 
     def sample_t(self, n: int, tokens: int, generator: torch.Generator) -> torch.Tensor:
         """Training times (N,): in (0, 1) for rectified flow, integer steps for DDPM."""

@@ -279,8 +279,10 @@ class DiT(nn.Module):
         if any(pad):
             x = F.pad(x, pad)  # (N, C, T', H', W')
         grid = (x.shape[2] // p_t, x.shape[3] // p, x.shape[4] // p)  # (t, h, w)
-        x = self.x_embedder(patchify(x, p_t, p))  # (N, L, D)
-        x = x + pos_embed_3d(cfg.hidden_size, grid, x.device, x.dtype)  # (N, L, D)
+        # The residual stream stays float32 under bf16 autocast, as in DiT: only the blocks' matmuls run
+        # in bf16, and their outputs are added to an fp32 stream (the positions are fp32 too).
+        x = self.x_embedder(patchify(x, p_t, p)).float()  # (N, L, D)
+        x = x + pos_embed_3d(cfg.hidden_size, grid, x.device, torch.float32)  # (N, L, D)
         c = self.t_embedder(t)  # (N, D)
         context = None
         if self.text_embedder is not None:

@@ -22,11 +22,19 @@ def test_time_shift_moves_t_towards_noise_and_keeps_the_ends():
 
 def test_logit_normal_t_and_the_resolution_shift():
     g = torch.Generator().manual_seed(0)
-    flow = Flow(FlowConfig(logit_mean=0.0, logit_std=1.0, shift_base_tokens=256))
+    flow = Flow(FlowConfig(logit_mean=0.0, logit_std=1.0, shift=1.0, shift_base_tokens=256))
     assert flow.shift_for(256) == 1.0 and flow.shift_for(1024) == 2.0  # sqrt(tokens / base)
     t = flow.sample_t(20000, 256, g)
     assert 0 < t.min() and t.max() < 1 and abs(t.median().item() - 0.5) < 0.02
     assert abs(flow.sample_t(20000, 4096, g).median().item() - 0.8) < 0.02  # shift 4: 4·0.5 / (1 + 3·0.5)
+
+
+def test_default_shift_is_anchored_on_wan_and_grows_with_resolution_and_length():
+    flow = Flow(FlowConfig())
+    assert flow.shift_for(21 * 30 * 52) == 3.0  # Wan 2.1 at 480p, 81 frames: its documented shift
+    assert abs(flow.shift_for(21 * 45 * 80) - 4.56) < 0.01  # 720p: Wan uses 5.0
+    assert flow.shift_for(5 * 16 * 16) == 1.0  # a small clip: floored at shift_min, never towards data
+    assert flow.shift_for(2 * 21 * 30 * 52) > flow.shift_for(21 * 30 * 52)  # longer clips, more noise
 
 
 def test_guidance_scale_one_is_the_conditional_model_and_scale_extrapolates():
