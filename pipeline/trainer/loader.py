@@ -53,6 +53,7 @@ class DataConfig:
     buckets: list[str] = field(default_factory=list)  # train on these buckets only (empty: all)
     accepted_only: bool = True  # skip shard rows whose clip the catalog no longer accepts (refilter, dedup)
     allow_index_change: bool = False  # resume a checkpoint made on other shards
+    unconditional: bool = False  # train without text on shards that carry none (else such shards are refused)
 
     def __post_init__(self):
         for name in ("token_budget", "max_batch_size", "window_row_groups", "prefetch", "holdout_max_rows"):

@@ -53,6 +53,10 @@ def main(config: TrainConfig, device: str | None = None) -> dict[str, Any]:
 
     # Setup data:
     index = ShardIndex.open(cfg.data.path)
+    if not text_dim(index) and not cfg.data.unconditional:  # a text-to-video model without text is a mistake
+        raise ValueError(f"data.path: the shards under {cfg.data.path} carry no text embeddings (no caption "
+                         "reached the encode stage, or it embeds no text); set data.unconditional: true to "
+                         "train an unconditional model on them")
     model_cfg = cfg.model.build(in_channels=index.channels, text_dim=text_dim(index))
     loader = Loader(index, cfg.data, (model_cfg.patch_t, model_cfg.patch_size), seed=cfg.train.seed,
                     rank=rank, world_size=world_size, pin_memory=device.type == "cuda")

@@ -63,3 +63,14 @@ def test_the_model_learns_to_use_its_text():
     empty = loss_with(torch.zeros(64, 0, 16), torch.zeros(64, 0, dtype=torch.bool))
     print(f"text-conditioning losses: right {right:.3f}, wrong {wrong:.3f}, empty {empty:.3f}")
     assert right < 0.5 * wrong and right < 0.7 * empty, (right, wrong, empty)
+
+
+def test_shards_without_text_are_refused_unless_unconditional(tmp_path, tiny_config):
+    from pipeline.trainer.synthetic import write_shards
+
+    out = tmp_path / "no-text"
+    write_shards(out, {"8x32x32": (4, 2, 4, 4)}, 8, meta={"text_encoder": None})  # encode embedded no text
+    with pytest.raises(ValueError, match="data.path: .* carry no text embeddings"):
+        main(tiny_config(str(out), str(tmp_path / "a"), "train.steps=1"))
+    summary = main(tiny_config(str(out), str(tmp_path / "b"), "train.steps=1", "data.unconditional=true"))
+    assert summary["steps"] == 1
