@@ -37,6 +37,8 @@ class VideoVAE:
     shift: float
     mean: np.ndarray | None  # per-channel latent statistics, when the model defines them
     std: np.ndarray | None
+    decode_timestep: float = 0.05  # timestep-conditioned decoders (LTX-Video 0.9.1+) only
+    decode_noise_scale: float = 0.025
 
     @classmethod
     def load(cls, ref: str, kind: str = "auto", device: str = "cpu", dtype=None, subfolder: str | None = None,
@@ -105,12 +107,33 @@ class VideoVAE:
         scale, offset = self._affine(latents)
         z = (latents.float() / scale + offset).to(self.model.device, self.model.dtype)
         with torch.inference_mode():
+            if self.timestep_conditioned:
+                return self._decode_with_timestep(z)
             if self.is_video:
                 return self.model.decode(z).sample.float().clamp(-1, 1)
             batch, channels, frames = z.shape[:3]
             flat = z.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, *z.shape[3:])
             images = self.model.decode(flat).sample.float().clamp(-1, 1)
             return images.reshape(batch, frames, *images.shape[1:]).permute(0, 2, 1, 3, 4)
+
+    @property
+    def timestep_conditioned(self) -> bool:
+        """LTX-Video 0.9.1+: the decoder denoises its input a little and needs the timestep it is told."""
+        return bool(getattr(self.model.config, "timestep_conditioning", False))
+
+    def _decode_with_timestep(self, z):
+        """LTXPipeline's decode: z mixed with `decode_noise_scale` of noise, decoded at `decode_timestep`.
+
+        The values are LTX-Video 0.9.1's recommended ones (0.05 and 0.025); the noise is seeded, so a
+        decode is deterministic. Without a timestep the timestep-conditioned decoder raises.
+        """
+        import torch
+
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        noise = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(z.device, z.dtype)
+        z = (1 - self.decode_noise_scale) * z + self.decode_noise_scale * noise
+        timestep = torch.full((z.shape[0],), self.decode_timestep, device=z.device, dtype=z.dtype)
+        return self.model.decode(z, timestep).sample.float().clamp(-1, 1)
 
     def _affine(self, like):
         """Per-channel (scale, offset) tensors shaped (1, C, 1, 1, 1) such that z' = (z - offset) · scale."""
