@@ -47,7 +47,7 @@ class Encode(Stage):
     vae_subfolder: str | None = "vae"
     vae_kind: Literal["auto", "kl", "wan", "cogvideox", "hunyuan", "ltx"] = "wan"
     vae_revision: str | None = None
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # compute: bf16 on GPU, fp32 on CPU
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # VAE compute; auto: the family's (vae.py)
     latent_dtype: Literal["float16", "bfloat16", "float32"] = "float16"  # storage
     store_logvar: bool = False
     tiling: bool = False  # bound VAE memory on large buckets
@@ -59,6 +59,9 @@ class Encode(Stage):
     clips_per_batch: int = 4
     text_encoder: str | None = "google/t5-v1_1-xxl"  # None: no text embeddings
     text_kind: Literal["t5", "clip"] = "t5"
+    text_subfolder: str | None = None  # e.g. text_encoder in a diffusers repo
+    text_revision: str | None = None
+    text_encoder_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # compute: bf16 on GPU
     text_max_tokens: int = 226
     text_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     trust_remote_code: bool = False
@@ -83,16 +86,19 @@ class Encode(Stage):
         from stages.models.vae import VideoVAE
 
         self.device = device_for(self.resources, self.name)
-        compute = dtype_for(self.dtype, self.device)
-        self.model = VideoVAE.load(self.vae, self.vae_kind, self.device, compute, self.vae_subfolder,
+        vae_dtype = None if self.dtype == "auto" else dtype_for(self.dtype, self.device)  # None: the family's
+        self.model = VideoVAE.load(self.vae, self.vae_kind, self.device, vae_dtype, self.vae_subfolder,
                                    self.vae_revision, tiling=self.tiling)
         bad = [n for n in self.frame_counts if not self.model.valid_frame_count(n)]
         require(not bad, "frame_counts", f"{bad} not 1 + k·{self.model.temporal_stride} for {self.model.class_name}")
-        self.text = (TextEncoder.load(self.text_encoder, self.text_kind, self.device, compute, self.text_max_tokens,
-                                      trust_remote_code=self.trust_remote_code) if self.text_encoder else None)
+        self.text = (TextEncoder.load(self.text_encoder, self.text_kind, self.device,
+                                      dtype_for(self.text_encoder_dtype, self.device), self.text_max_tokens,
+                                      revision=self.text_revision, trust_remote_code=self.trust_remote_code,
+                                      subfolder=self.text_subfolder) if self.text_encoder else None)
         meta = self.model.metadata()
         meta.update(latent_dtype=self.latent_dtype, vae_subfolder=self.vae_subfolder, vae_revision=self.vae_revision,
                     text_encoder=self.text_encoder, text_kind=self.text_kind, text_max_tokens=self.text_max_tokens,
+                    text_subfolder=self.text_subfolder, text_revision=self.text_revision,
                     text_dtype=self.text_dtype if self.text else None, target_fps=self.target_fps)
         self.meta_json = json.dumps(meta, sort_keys=True)
 

@@ -122,9 +122,17 @@ def encode_prompt(prompt: str, meta: dict[str, Any], device: str) -> torch.Tenso
 
     if not meta.get("text_encoder"):
         raise ValueError("the shards' vidprep.latents metadata names no text encoder")
-    kwargs = {"max_tokens": meta["text_max_tokens"]} if meta.get("text_max_tokens") else {}
-    encoder = TextEncoder.load(meta["text_encoder"], meta.get("text_kind") or "t5", device, torch.float32, **kwargs)
-    return torch.as_tensor(encoder.encode([prompt])[0], device=device)
+    key = (meta["text_encoder"], meta.get("text_kind") or "t5", meta.get("text_subfolder"),
+           meta.get("text_revision"), meta.get("text_max_tokens"), str(device))
+    if key not in _TEXT_ENCODERS:  # T5-XXL takes minutes to load: once per process, not per prompt
+        kwargs = {"max_tokens": meta["text_max_tokens"]} if meta.get("text_max_tokens") else {}
+        _TEXT_ENCODERS[key] = TextEncoder.load(meta["text_encoder"], key[1], device, torch.float32,
+                                               revision=meta.get("text_revision"), subfolder=meta.get("text_subfolder"),
+                                               **kwargs)
+    return torch.as_tensor(_TEXT_ENCODERS[key].encode([prompt])[0], device=device)
+
+
+_TEXT_ENCODERS: dict[tuple, Any] = {}  # loaded text encoders, by what identifies them
 
 
 def load_vae(meta: dict[str, Any], device: str):
@@ -133,7 +141,7 @@ def load_vae(meta: dict[str, Any], device: str):
     if not meta.get("vae"):
         raise ValueError("the shards' vidprep.latents metadata names no VAE")
     kind = {name: kind for kind, name in KINDS.items()}.get(meta.get("vae_class"), "auto")
-    return VideoVAE.load(meta["vae"], kind, device, torch.float32, subfolder=meta.get("vae_subfolder"),
+    return VideoVAE.load(meta["vae"], kind, device, None, subfolder=meta.get("vae_subfolder"),
                          revision=meta.get("vae_revision"))
 
 

@@ -53,9 +53,10 @@ class VideoVAE:
         class_name = KINDS[kind] if kind != "auto" else _saved_class_name(ref, subfolder)
         model_cls = getattr(diffusers, class_name)
         kwargs = {"subfolder": subfolder} if subfolder else {}
-        model = model_cls.from_pretrained(ref, revision=revision, torch_dtype=dtype or torch.float32,
+        model = model_cls.from_pretrained(ref, revision=revision, torch_dtype=torch.float32,
                                           low_cpu_mem_usage=False, **kwargs)
-        model = model.to(device).eval().requires_grad_(False)
+        dtype = family_dtype(class_name, model.config, device) if dtype in (None, "auto") else dtype
+        model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         if tiling and hasattr(model, "enable_tiling"):
             model.enable_tiling()
         if slicing and hasattr(model, "enable_slicing"):
@@ -153,6 +154,22 @@ class VideoVAE:
                 "temporal_stride": self.temporal_stride, "latent_channels": self.latent_channels,
                 "latents_mean": None if self.mean is None else self.mean.tolist(),
                 "latents_std": None if self.std is None else self.std.tolist(), "normalised": True}
+
+
+def family_dtype(class_name: str, config, device: str):
+    """The compute dtype a VAE family is documented to run in, for `dtype: auto`.
+
+    CPU: float32. GPU: Wan's VAE in float32 (its diffusers docs load it so); KL and CogVideoX in
+    float32 when their config says `force_upcast` (SD VAEs overflow in half precision), else
+    bfloat16; HunyuanVideo in float16 and LTX-Video in bfloat16, as their pipelines load them.
+    """
+    import torch
+
+    if device != "cuda":
+        return torch.float32
+    if class_name == "AutoencoderKLWan" or getattr(config, "force_upcast", False):
+        return torch.float32
+    return torch.float16 if class_name == "AutoencoderKLHunyuanVideo" else torch.bfloat16
 
 
 def _saved_class_name(ref: str, subfolder: str | None) -> str:
