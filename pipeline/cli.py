@@ -33,6 +33,21 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--gpus", type=float, help="check against a machine with this many GPUs (starts no Ray)")
     n.add_argument("--cpus", type=float, help="with --gpus: that machine's CPUs (default: this machine's)")
 
+    e = sub.add_parser("export", help="clips as MP4 files with captions: a folder for other trainers, or WebDataset")
+    e.add_argument("output", help="the pipeline output (OUT)")
+    e.add_argument("dest", help="folder to write (created; a rerun skips finished clips)")
+    e.add_argument("--format", dest="fmt", choices=["folder", "webdataset"], default="folder")
+    e.add_argument("--where", help="SQL condition over the clips view (default: status = 'accepted')")
+    e.add_argument("--caption", choices=["long", "short", "dense"], default="long", help="the .txt beside each clip")
+    e.add_argument("--fps", type=float, help="resample to this frame rate (default: the source's)")
+    size = e.add_mutually_exclusive_group()
+    size.add_argument("--max-side", type=int, help="longest side at most this many pixels (never upscaled)")
+    size.add_argument("--bucket", action="store_true", help="the clip's training bucket: size and frame count")
+    e.add_argument("--codec", default="h264", help="video codec (default h264, yuv420p)")
+    e.add_argument("--shard-mb", type=int, default=1024, help="webdataset: MB per tar shard")
+    e.add_argument("--ray-address", help="join a Ray cluster (default: embedded)")
+    e.add_argument("--runner", choices=["ray", "sequential"], default="ray")
+
     q = sub.add_parser("query", help="run a read-only SQL query on the catalog (views: videos, clips, commits)")
     q.add_argument("output")
     q.add_argument("sql")
@@ -114,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        return {"run": _run, "plan": _plan, "query": _query, "demo-videos": _demo_videos, "demo-models": _demo_models,
+        return {"run": _run, "plan": _plan, "export": _export, "query": _query, "demo-videos": _demo_videos, "demo-models": _demo_models,
                 "bench": _bench, "expand": _expand, "report": _report,
                 "refilter": _refilter, "search": _search, "train": _train, "sample": _sample}[args.command](args)
     except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as err:
@@ -165,6 +180,18 @@ def _plan(args) -> int:
         print(f"vidprep plan: error: {problem}", file=sys.stderr)
     print("the plan fits" if not problems else "the plan does NOT fit: vidprep run would stop at start")
     return 2 if problems else 0
+
+
+def _export(args) -> int:
+    from pipeline.export.clips import ExportOptions
+    from pipeline.export.runner import export
+
+    options = ExportOptions(fps=args.fps, max_side=args.max_side, bucket=args.bucket,
+                            codec={"h264": "libx264"}.get(args.codec, args.codec))
+    result = export(args.output, args.dest, fmt=args.fmt, where=args.where, caption=args.caption, options=options,
+                    runner=args.runner, ray_address=args.ray_address, shard_bytes=args.shard_mb << 20)
+    print(result.summary())
+    return 0
 
 
 def _query(args) -> int:
