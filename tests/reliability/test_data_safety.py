@@ -193,11 +193,23 @@ def assert_one_row_per_source(out: Path, names: list[str]):
     assert {Path(r[0]).name for r in con.execute("SELECT DISTINCT source_uri FROM clips").fetchall()} == set(owners)
 
 
+@pytest.fixture
+def ray_cluster():
+    """An embedded Ray for one test, shut down after it (later tests start their own)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
 @pytest.mark.parametrize("runner", ["sequential", pytest.param("ray", marks=pytest.mark.ray)])
-def test_copies_of_the_same_bytes_keep_every_row(demo_yaml, copies, tmp_path, runner):
+def test_copies_of_the_same_bytes_keep_every_row(demo_yaml, copies, tmp_path, runner, request):
+    if runner == "ray":
+        request.getfixturevalue("ray_cluster")
     out = tmp_path / "out"
     # One wave, one source per writer call: every copy lands in its own file of the same wave.
-    settings = ["run.wave_size=16", "run.writer_rows=1", "run.num_cpus=2"]
+    settings = ["run.wave_size=16", "run.writer_rows=1"]
     run(load_config(demo_yaml(), settings + [f"run.runner={runner}"]), str(copies), out, progress=False)
     assert_one_row_per_source(out, ["a.mp4", "b.mp4", "c.mp4", "broken1.mp4", "broken2.mp4"])
     shutil.copy(copies / "a.mp4", copies / "d.mp4")  # a later copy, in a later run
