@@ -114,7 +114,7 @@ def records(out: Path) -> dict[str, str]:
 @pytest.mark.parametrize("sql, message", [
     ("EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{record}' (FORMAT json)", "EXPLAIN is allowed only of one SELECT"),
     ("EXPLAIN COPY (SELECT 1 AS x) TO '{record}'", "EXPLAIN is allowed only of one SELECT"),
-    ("EXPLAIN (ANALYZE) COPY (SELECT 1 AS x) TO '{record}'", "EXPLAIN is allowed only of one SELECT"),
+    ("EXPLAIN (ANALYZE) COPY (SELECT 1 AS x) TO '{record}'", "EXPLAIN is allowed only as EXPLAIN [ANALYZE] SELECT"),
     ("COPY (SELECT 1 AS x) TO '{record}' (FORMAT json)", "COPY statements are refused"),
     ("COPY clips FROM '{record}'", "COPY statements are refused"),
     ("ATTACH '{out}/x.db' AS x", "ATTACH statements are refused"),
