@@ -197,6 +197,7 @@ class CommitLog:
                      for info in sorted(files, key=lambda f: f["path"])]
         # The journal names what is about to appear under catalog/ and shards/, so a crash before the
         # record leaves files that recovery knows are vidprep's (and nothing else is ever deleted).
+        (self.out / STAGING / wave_id).mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out / STAGING / wave_id / JOURNAL, {"files": [p["path"] for p in published]})
         for info, final in zip(sorted(files, key=lambda f: f["path"]), published):
             (self.out / final["path"]).parent.mkdir(parents=True, exist_ok=True)
