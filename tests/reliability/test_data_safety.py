@@ -241,9 +241,16 @@ def test_keep_that_errors_on_a_row_is_a_coded_rejection(corpus_dir, demo_yaml, t
     assert con.execute("SELECT DISTINCT status FROM videos").fetchall() == [("ok",)]
     outcomes = dict(con.execute("SELECT reason, count(*) FROM clips GROUP BY 1").fetchall())
     error = "filter_error:CAST(split_part(source_uri, '/', -1) AS INTEGER) > 0"
-    assert outcomes.pop(error) > 0  # every clip split accepted: the condition raised on each of them
+    outcomes_errored = outcomes.pop(error)
+    assert outcomes_errored > 0  # every clip split accepted: the condition raised on each of them
     assert set(outcomes) == {"too_short"}
     assert con.execute("SELECT DISTINCT status FROM clips WHERE reason = ?", [error]).fetchall() == [("rejected",)]
+    from pipeline.catalog.refilter import refilter
+
+    refilter(tmp_path / "out", keep="num_frames > 0")  # a corrected expression re-decides the errored clips
+    after = dict(connect(tmp_path / "out").execute("SELECT coalesce(reason, status), count(*) FROM clips "
+                                                   "GROUP BY 1").fetchall())
+    assert after == {"accepted": outcomes_errored, "too_short": outcomes["too_short"]}
 
 
 @pytest.mark.parametrize("keep, message", [
