@@ -82,7 +82,7 @@ def read_yaml(path: str | Path | None, overrides: list[str] = ()) -> dict[str, A
     """A config file's mapping (safe loader; {} without a file) with `key=value` overrides applied."""
     data: dict[str, Any] = {}
     if path is not None:
-        text = Path(path).read_text()
+        text = _read_text(Path(path))
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
@@ -94,12 +94,33 @@ def read_yaml(path: str | Path | None, overrides: list[str] = ()) -> dict[str, A
     return data
 
 
+def _read_text(path: Path) -> str:
+    """A config file's text; a folder, a binary file or a missing file is an error naming the path."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; -c/--config takes a YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); a config is a YAML file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: can't read the config file: {err.strerror or err}") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (has NUL bytes); a config is a YAML file")
+    return text
+
+
 def apply_override(data: dict[str, Any], item: str) -> None:
     """`stages.split.max_clip_s=8` sets data["stages"]["split"]["max_clip_s"] = 8 (value parsed as YAML)."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected key=value")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:  # safe loader: a !!python tag is an error, never an object
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ConfigError(f"--set {key.strip()}: not a valid YAML value ({problem})") from None
     node = data
     parts = key.strip().split(".")
     for i, part in enumerate(parts[:-1]):

@@ -4,13 +4,21 @@ A config is validated entirely before any work starts: an unknown key, a value
 of the wrong type or a value a stage refuses (its __post_init__ raises
 ValueError("field: why")) becomes a ConfigError whose message starts with the
 dotted path of the field, e.g. `stages.split.min_clip_s: must be > 0 (got -1)`.
+
+Every float must be finite: YAML's `.inf` and `.nan` pass `x > 0` checks and
+then crash a run midway. A field that means something by infinity opts in
+with `field(metadata={NON_FINITE: True})`.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union
+
+
+NON_FINITE = "non_finite"  # dataclass field metadata: this float field accepts .inf/.nan
 
 
 class ConfigError(ValueError):
@@ -29,7 +37,8 @@ def build(cls: type, data: Any, path: str) -> Any:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{_join(path, key)}: unknown key (known keys: {known})")
     hints = typing.get_type_hints(cls)
-    kwargs = {name: coerce(hints[name], value, _join(path, name)) for name, value in data.items()}
+    kwargs = {name: coerce(hints[name], value, _join(path, name), not fields[name].metadata.get(NON_FINITE))
+              for name, value in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -38,8 +47,9 @@ def build(cls: type, data: Any, path: str) -> Any:
         raise ConfigError(f"{_join(path, str(err))}") from None
 
 
-def coerce(hint: Any, value: Any, path: str) -> Any:
-    """Check `value` against type `hint`, converting only where no information is lost (int → float)."""
+def coerce(hint: Any, value: Any, path: str, finite: bool = True) -> Any:
+    """Check `value` against type `hint`, converting only where no information is lost (int → float);
+    floats must be finite unless `finite` is False."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if hint is Any:
@@ -50,7 +60,7 @@ def coerce(hint: Any, value: Any, path: str) -> Any:
         errors = []
         for option in (a for a in args if a is not type(None)):
             try:
-                return coerce(option, value, path)
+                return coerce(option, value, path, finite)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {hint}")
@@ -62,12 +72,12 @@ def coerce(hint: Any, value: Any, path: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
         item = args[0] if args else Any
-        items = [coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        items = [coerce(item, v, f"{path}[{i}]", finite) for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return {str(k): coerce(args[1], v, _join(path, str(k))) for k, v in value.items()}
+        return {str(k): coerce(args[1], v, _join(path, str(k)), finite) for k, v in value.items()}
     if dataclasses.is_dataclass(hint):
         return value if isinstance(value, hint) else build(hint, value, path)
     if hint is bool:
@@ -86,6 +96,8 @@ def coerce(hint: Any, value: Any, path: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if finite and not math.isfinite(value):
+            raise ConfigError(f"{path}: must be a finite number (got {value!r})")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -1,6 +1,6 @@
 """`vidprep refilter` and the end-of-run pass: statuses from stored scores, as a status overlay.
 
-    eligible   = clips the stream accepted, or rejected only by the filter (reason filter:…)
+    eligible   = clips the stream accepted, or rejected only by the filter (reason filter:… or filter_error:…)
     keep       = eligible clips passing every condition of the keep expression (NULL fails)
     duplicates = keep clips within the cosine distance of an earlier kept clip (pipeline/catalog/dedup.py),
                  in (source_uri, start_frame, clip_id) order
@@ -30,7 +30,7 @@ from pipeline.catalog.views import arrow, connect
 from pipeline.store.commit import CommitLog, OutputLock
 from pipeline.catalog.dedup import near_duplicates
 from pipeline.store.status import StatusLog
-from stages.sql.keep import REASON, KeepExpression
+from stages.sql.keep import ERROR_REASON, REASON, KeepExpression
 
 DUPLICATE = "near_duplicate_of"
 UNCHANGED: Any = ...  # a refilter argument left at the output's current value
@@ -124,13 +124,14 @@ def decide(con, expression: KeepExpression | None, distance: float | None, bands
     embedding = ", clip_embedding" if distance is not None and has_embedding else ""
     rows = arrow(con.sql(f"""
         SELECT clip_id, source_uri, status, reason,
-               status = 'accepted' OR starts_with(coalesce(reason, ''), '{REASON}:') AS eligible {conditions}{embedding}
+               status = 'accepted' OR starts_with(coalesce(reason, ''), '{REASON}:')
+                   OR starts_with(coalesce(reason, ''), '{ERROR_REASON}:') AS eligible {conditions}{embedding}
         FROM clips_written ORDER BY source_uri, start_frame, clip_id"""))
     ids = rows.column("clip_id").to_pylist()
     status = rows.column("status").to_pylist()
     reason = rows.column("reason").to_pylist()
     eligible = rows.column("eligible").to_pylist()
-    was_filtered = [r is not None and r.startswith(f"{REASON}:") for r in reason]
+    was_filtered = [r is not None and r.startswith((f"{REASON}:", f"{ERROR_REASON}:")) for r in reason]
     passes = [True] * len(ids)
     if expression:
         judged = [rows.column(f"k{i}").to_pylist() for i in range(len(expression.conditions))]

@@ -18,7 +18,7 @@ from schemas.shards import SHARD_INDEX, SHARD_STATS, SHARDS
 
 # View name → schema of its committed files (later stages add theirs here).
 TABLES = {"videos": VIDEOS, "clips": CLIPS, "shards": SHARDS, "shard_index": SHARD_INDEX, "shard_stats": SHARD_STATS}
-READ_STATEMENTS = {"SELECT", "EXPLAIN"}  # what `vidprep query` lets through
+READ_STATEMENTS = {"SELECT"}  # what `vidprep query` lets through (and EXPLAIN of a SELECT)
 
 
 def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
@@ -44,23 +44,71 @@ def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
 
 
 def query(out: str | Path, sql: str) -> pa.Table:
-    """Run one read-only statement (SELECT/EXPLAIN) against the catalog views."""
+    """Run one read-only statement (a SELECT, or EXPLAIN [ANALYZE] of one) against the catalog views.
+
+    Read-only is enforced by DuckDB, not by the first word: the statement's type comes from DuckDB's
+    parser (the explained statement of an EXPLAIN is parsed again), and before it runs, DuckDB's
+    external access is turned off except for reading the exact files the views list (no folder, so
+    nothing can be written anywhere), extensions can't be loaded, and the configuration is locked.
+    """
     con = connect(out)
-    statements = con.extract_statements(sql)
-    if len(statements) != 1:
-        raise ValueError(f"expected exactly one SQL statement, got {len(statements)}")
-    kind = statements[0].type.name
-    if kind not in READ_STATEMENTS:
-        raise PermissionError(f"the catalog is read-only: {kind} statements are refused")
-    # Only files under OUT may be read, and no setting may be changed back.
-    con.execute(f"SET allowed_directories = [{_quote(str(Path(out).resolve()) + '/')}]")
+    check_read_only(con, sql)
+    readable = sorted({*CommitLog(out).files(), *status_files(out)})
+    con.execute(f"SET allowed_paths = [{', '.join(_quote(p) for p in readable)}]")
+    con.execute("SET autoinstall_known_extensions = false; SET autoload_known_extensions = false")
     con.execute("SET enable_external_access = false; SET lock_configuration = true")
     try:
         return arrow(con.sql(sql))
     except duckdb.PermissionException as err:
-        raise PermissionError(f"the catalog query may only read files under {out}: {err}") from None
+        raise PermissionError(f"the catalog query may only read the catalog's files: {err}") from None
     except duckdb.Error as err:  # a SQL mistake is the user's input, not a crash
         raise ValueError(f"query failed: {err}") from None
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse (PermissionError) anything but one SELECT, or EXPLAIN [ANALYZE] of one, as DuckDB parses it."""
+    statements = _parse(con, sql)
+    if len(statements) != 1:
+        raise ValueError(f"expected exactly one SQL statement, got {len(statements)}")
+    kind = statements[0].type.name
+    if kind == "EXPLAIN":
+        inner = _explained(statements[0].query)
+        if inner is None:
+            raise PermissionError("the catalog is read-only: EXPLAIN is allowed only as EXPLAIN [ANALYZE] SELECT …")
+        inner_kinds = [s.type.name for s in _parse(con, inner)]
+        if inner_kinds != ["SELECT"]:
+            raise PermissionError("the catalog is read-only: EXPLAIN is allowed only of one SELECT "
+                                  f"(this explains {', '.join(inner_kinds)})")
+    elif kind not in READ_STATEMENTS:
+        raise PermissionError(f"the catalog is read-only: {kind} statements are refused")
+
+
+def _parse(con, sql: str) -> list:
+    try:
+        return con.extract_statements(sql)
+    except duckdb.Error as err:
+        raise ValueError(f"query failed: {str(err).splitlines()[0]}") from None
+
+
+def _explained(text: str) -> str | None:
+    """The statement an `EXPLAIN [ANALYZE] <statement>` explains (None for EXPLAIN (options) …)."""
+    every = duckdb.tokenize(text)
+    spans = [(start, end, kind) for (start, kind), (end, _) in zip(every, every[1:] + [(len(text), None)])]
+    tokens = [(start, text[start:end].strip().upper(), kind) for start, end, kind in spans
+              if kind != duckdb.token_type.comment]
+    if not tokens or tokens[0][1] != "EXPLAIN":
+        return None
+    skip = 2 if len(tokens) > 1 and tokens[1][1] == "ANALYZE" else 1
+    # The explained statement starts with a keyword; `EXPLAIN (options) …` is refused rather than parsed here.
+    return text[tokens[skip][0]:] if len(tokens) > skip and tokens[skip][2] == duckdb.token_type.keyword else None
+
+
+def status_files(out: str | Path) -> list[str]:
+    """The overlay file the `clip_status` view reads (pipeline/store/status.py), if any."""
+    from pipeline.store.status import StatusLog
+
+    latest = StatusLog(out).latest()
+    return [str(Path(out) / latest["file"])] if latest else []
 
 
 def arrow(relation) -> pa.Table:

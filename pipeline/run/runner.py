@@ -22,6 +22,7 @@ from pipeline.store.commit import STAGING, CommitLog, OutputLock, WaveWriter, at
 from pipeline.config import Config
 from pipeline.run.executors import RayExecutor, SequentialExecutor
 from pipeline.store.faults import crash_point
+from pipeline.store.ownership import claim_output
 from pipeline.run.registry import committed_owners
 from pipeline.run.listing import list_sources
 from pipeline.run.plan import fit as fit_plan
@@ -56,6 +57,7 @@ def run(config: Config, source: str, output: str | Path, *, progress: bool = Tru
         source = str(Path(source).absolute())
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + secrets.token_hex(3)
+    claim_output(out, source)  # refuses a folder that is not vidprep's or overlaps the input, before any write
     with OutputLock(out):
         commits = CommitLog(out)
         result = RunResult(run_id=run_id, out=out, recovered=commits.recover())

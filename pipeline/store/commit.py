@@ -4,9 +4,10 @@ Workers write a wave's rows into `OUT/_staging/<wave_id>/` (WaveWriter, the
 last task of the plan) and report what they wrote; the driver publishes a wave
 once every one of its videos is complete: files are renamed into place, then
 `_commits/<wave_id>.json` is written atomically. The record is the truth:
-readers see only files a record lists, and a rerun removes everything else
-(staging leftovers, files renamed before a crash but never recorded) and skips
-the sources that records already list.
+readers see only files a record lists, and a rerun removes what a dead run
+left (staging, and the files a wave's publish journal names that no record
+lists) and skips the sources that records already list. Nothing else is
+deleted, and only in a folder marked as vidprep's (pipeline/store/ownership.py).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,11 +27,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.store.faults import crash_point
+from pipeline.store.ownership import is_own_data_file, require_claimed
 from schemas.catalog import CLIPS, SCHEMA_VERSION, VIDEOS, conform
 
 STAGING = "_staging"
 COMMITS = "_commits"
-DATA_DIRS = ("catalog", "shards")  # everything under these must be listed by a commit record
+JOURNAL = "_published.json"  # _staging/<wave>/: the files a wave is renaming into place, before its record
+RECORD_KEYS = ("wave_id", "run_id", "committed_at", "schema_version", "config_fingerprint", "sources", "counts",
+               "files")
+DAMAGED_COMMIT = ("vidprep stops rather than treat that wave's files as leftovers: restore the file from a "
+                  "backup, or move it out of _commits/ to give the wave up (its sources are then processed again "
+                  "and its files are left on disk, unlisted)")
+DAMAGED_JOURNAL = "move it away to go on (the files it names are then left on disk, unlisted)"
 
 # Columns a video-only row keeps (everything else belongs to a clip).
 VIDEO_ROW_COLUMNS = {"ordinal", "source_uri", "wave_id", "video", "video_rows", "is_video_row"}
@@ -80,16 +89,17 @@ class WaveWriter:
         return files
 
     def _write(self, wave_id: str, folder: str, table_name: str, table: pa.Table, **options) -> dict[str, Any]:
-        # Named after its content: a retried task rewrites the same file rather than adding one.
-        key = "\n".join(map(str, table.column(0).to_pylist())).encode()
-        rel = f"{folder}/part-{hashlib.blake2b(key, digest_size=8).hexdigest()}.parquet"
-        path = Path(self.out, STAGING, wave_id, rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        # Named after its whole content (the file's hash): a retried task rewrites the same file, and two
+        # different batches never share a name. (Naming by the first column lost rows: two copies of the
+        # same bytes share a video_id, and every stats table of a bucket starts with the bucket's name.)
+        staged = Path(self.out, STAGING, wave_id, folder)
+        staged.mkdir(parents=True, exist_ok=True)
+        tmp = staged / f".part.tmp{os.getpid()}-{secrets.token_hex(4)}"
         pq.write_table(table, tmp, **({"compression": "zstd", "row_group_size": 4096} | options))
-        os.replace(tmp, path)
-        return {"path": rel, "table": table_name, "rows": table.num_rows, "bytes": path.stat().st_size,
-                "blake2b": _file_hash(path)}
+        digest, size = _file_hash(tmp), tmp.stat().st_size
+        rel = f"{folder}/part-{digest[:16]}.parquet"
+        os.replace(tmp, Path(self.out, STAGING, wave_id, rel))
+        return {"path": rel, "table": table_name, "rows": table.num_rows, "bytes": size, "blake2b": digest}
 
 
 def drop_duplicates(rows: pa.Table, registry) -> pa.Table:
@@ -147,7 +157,7 @@ class CommitLog:
     def records(self) -> Iterator[dict[str, Any]]:
         if self.dir.is_dir():
             for path in sorted(self.dir.glob("*.json")):
-                yield json.loads(path.read_text())
+                yield read_record(path, RECORD_KEYS, "commit record", DAMAGED_COMMIT)
 
     def committed_sources(self) -> set[str]:
         return {uri for record in self.records() for uri in record["sources"]}
@@ -158,29 +168,40 @@ class CommitLog:
                 if table is None or f["table"] == table]
 
     def recover(self) -> dict[str, int]:
-        """Remove everything no record lists: staging leftovers and files published without a record."""
+        """Undo what a dead run left: files its publish journals name but no record lists, then staging.
+
+        Deletes only in a folder marked as vidprep's, and only files vidprep's own journals name
+        (pipeline/store/ownership.py): a file someone else put under catalog/ or shards/ stays.
+        """
+        require_claimed(self.out)
+        listed = {str(Path(p).relative_to(self.out)) for p in self.files()}  # a damaged record stops here
+        committed = {record["wave_id"] for record in self.records()}
         removed = {"staging": 0, "orphans": 0}
         staging = self.out / STAGING
-        if staging.exists():
+        for journal in sorted(staging.glob(f"*/{JOURNAL}")) if staging.is_dir() else ():
+            if journal.parent.name in committed:
+                continue
+            for rel in read_record(journal, ("files",), "publish journal", DAMAGED_JOURNAL)["files"]:
+                if rel not in listed and is_own_data_file(self.out, rel):
+                    (self.out / rel).unlink()
+                    removed["orphans"] += 1
+        if staging.is_dir():
             removed["staging"] = sum(1 for p in staging.rglob("*") if p.is_file())
             shutil.rmtree(staging)
-        listed = set(self.files())
-        for top in DATA_DIRS:
-            for path in (self.out / top).rglob("*") if (self.out / top).exists() else ():
-                if path.is_file() and str(path) not in listed:
-                    path.unlink()
-                    removed["orphans"] += 1
         return removed
 
     def commit(self, wave_id: str, run_id: str, sources: list[str], files: list[dict[str, Any]],
                fingerprint: str) -> dict[str, Any]:
-        """Publish a staged wave: rename its files into place, then write its record atomically."""
-        published = []
-        for info in sorted(files, key=lambda f: f["path"]):
-            final = published_path(info["path"], wave_id)
-            (self.out / final).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.out / STAGING / wave_id / info["path"], self.out / final)
-            published.append({**info, "path": final})
+        """Publish a staged wave: journal its files, rename them into place, then write its record atomically."""
+        published = [{**info, "path": published_path(info["path"], wave_id)}
+                     for info in sorted(files, key=lambda f: f["path"])]
+        # The journal names what is about to appear under catalog/ and shards/, so a crash before the
+        # record leaves files that recovery knows are vidprep's (and nothing else is ever deleted).
+        (self.out / STAGING / wave_id).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out / STAGING / wave_id / JOURNAL, {"files": [p["path"] for p in published]})
+        for info, final in zip(sorted(files, key=lambda f: f["path"]), published):
+            (self.out / final["path"]).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.out / STAGING / wave_id / info["path"], self.out / final["path"])
         for folder in {self.out / Path(p["path"]).parent for p in published}:
             _fsync_dir(folder)
         crash_point("published")
@@ -195,6 +216,23 @@ class CommitLog:
         crash_point("committed")
         shutil.rmtree(self.out / STAGING / wave_id, ignore_errors=True)  # leftovers of retried tasks
         return record
+
+
+def read_record(path: Path, keys: tuple[str, ...], what: str, advice: str) -> dict[str, Any]:
+    """A JSON record vidprep wrote; a damaged one is an error naming the file and what to do."""
+    try:
+        record = json.loads(path.read_text())
+        problem = None if isinstance(record, dict) else "not a JSON object"
+        problem = problem or next((f"no {k!r}" for k in keys if k not in record), None)
+    except (ValueError, UnicodeDecodeError) as err:
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if problem:
+        raise DamagedRecord(f"{path}: damaged {what} ({problem}); {advice}")
+    return record
+
+
+class DamagedRecord(ValueError):
+    """A record file vidprep can't read; nothing is deleted while one exists."""
 
 
 class OutputLock:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 from pipeline.store.commit import atomic_write_json
 
 FILES, RECORDS = "status", "_status"
+OWN_FILE = re.compile(r"\.?v\d{6}-[0-9a-f]{16}\.parquet(\.tmp\d+)?")  # what `write` names (and its tmp files)
 # Keyed by (clip_id, source_uri): byte-identical copies of a video share video_id and so clip ids.
 STATUS = pa.schema([pa.field("clip_id", pa.string(), nullable=False),
                     pa.field("source_uri", pa.string(), nullable=False),
@@ -41,21 +43,26 @@ class StatusLog:
         self.out = Path(out)
 
     def records(self) -> list[dict[str, Any]]:
-        import json
+        from pipeline.store.commit import read_record
 
         folder = self.out / RECORDS
-        return [json.loads(p.read_text()) for p in sorted(folder.glob("v*.json"))] if folder.is_dir() else []
+        advice = "restore it from a backup, or move it out of _status/ to fall back to the previous version"
+        return [read_record(p, ("version", "file"), "status record", advice)
+                for p in sorted(folder.glob("v*.json"))] if folder.is_dir() else []
 
     def latest(self) -> dict[str, Any] | None:
         records = self.records()
         return records[-1] if records else None
 
     def recover(self) -> int:
-        """Delete overlay files no record lists (a writer that died between file and record)."""
+        """Delete overlay files no record lists (a writer that died between file and record).
+
+        Only files named as `write` names them (and its temporary files): anything else stays."""
         listed = {r["file"] for r in self.records()}
         removed = 0
         for path in (self.out / FILES).glob("*") if (self.out / FILES).is_dir() else ():
-            if f"{FILES}/{path.name}" not in listed:
+            if OWN_FILE.fullmatch(path.name) and path.is_file() and not path.is_symlink() \
+                    and f"{FILES}/{path.name}" not in listed:
                 path.unlink()
                 removed += 1
         return removed

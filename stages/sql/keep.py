@@ -10,10 +10,17 @@ Used by stage `filter` (on each in-flight Arrow batch) and by `vidprep refilter`
   reason `filter:<each failed condition, as DuckDB prints it>`.
 - NULL counts as failed (SQL's WHERE semantics): `clip_aesthetic >= 4.5`
   rejects clips without an aesthetic score; write `coalesce(...)` to keep them.
+- A condition that raises on a row (a failing CAST of a column's value, say)
+  rejects that row with `filter_error:<the condition>`, never the batch: each
+  condition runs inside DuckDB's TRY. Errors that show without any row (a
+  constant that can't be cast, an invalid constant regex) and expressions TRY
+  can't guard (volatile functions such as error()) are refused at config time.
+  DuckDB's message for an erroring row is logged once per batch.
 """
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Iterator
 
 import duckdb
@@ -21,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 REASON = "filter"
+log = logging.getLogger("vidprep")
+ERROR_REASON = "filter_error"  # a condition raised on this row (e.g. CAST of a value that isn't a number)
 VOLATILE = {"random", "uuid", "gen_random_uuid", "uuidv4", "uuidv7", "setseed", "now", "current_timestamp",
             "get_current_timestamp", "current_date", "current_time", "today", "nextval", "currval"}
 FORBIDDEN_CLASSES = {"SUBQUERY": "subqueries", "WINDOW": "window functions", "STAR": "*",
@@ -75,14 +84,26 @@ class KeepExpression:
             con.execute(f"SELECT ({self.text}) AS keep FROM null_row").fetchall()
         except duckdb.Error as err:
             raise ValueError(str(err).splitlines()[0]) from None
+        try:  # the guarded form the filter and refilter run: TRY refuses volatile functions such as error()
+            con.execute(f"SELECT {self.select_list()} FROM null_row").fetchall()
+        except duckdb.Error as err:
+            raise ValueError(f"can't be guarded against errors on single rows: {str(err).splitlines()[0]}") from None
 
     def select_list(self) -> str:
-        """SQL columns `k0, k1, …`: each condition, NULL counted as failed."""
-        return ", ".join(f"coalesce(({c}), false) AS k{i}" for i, c in enumerate(self.conditions))
+        """SQL columns `k0, k1, …`: 'true', 'false' (NULL counted as failed) or 'error' (it raised on the row).
 
-    def reason(self, passed: list[bool]) -> str | None:
-        """`filter:<failed conditions>` for one clip's per-condition results; None when it passed."""
-        failed = [c for c, ok in zip(self.conditions, passed) if not ok]
+        Each condition appears once, inside one TRY: written twice, DuckDB's common-subexpression
+        optimiser would compute it once outside the TRY, and the error would escape."""
+        return ", ".join(f"coalesce(TRY(CAST(coalesce(({c}), false) AS VARCHAR)), 'error') AS k{i}"
+                         for i, c in enumerate(self.conditions))
+
+    def reason(self, passed: list[str | bool]) -> str | None:
+        """`filter:<failed conditions>` for one clip's per-condition results (`select_list`'s values);
+        `filter_error:<those conditions>` when some raised; None when it passed."""
+        raised = [c for c, ok in zip(self.conditions, passed) if ok == "error"]
+        if raised:
+            return f"{ERROR_REASON}:" + "; ".join(raised)
+        failed = [c for c, ok in zip(self.conditions, passed) if ok not in (True, "true")]
         return f"{REASON}:" + "; ".join(failed) if failed else None
 
     def evaluate(self, table: pa.Table) -> list[str | None]:
@@ -96,7 +117,21 @@ class KeepExpression:
         con = _connection()
         con.register("clips", view)
         rows = con.execute(f"SELECT {self.select_list()} FROM clips ORDER BY _row").fetchall()
-        return [self.reason(list(row)) for row in rows]
+        reasons = [self.reason(list(row)) for row in rows]
+        first = next((i for i, why in enumerate(reasons) if why and why.startswith(ERROR_REASON)), None)
+        if first is not None:
+            log.warning("filter: %d of %d rows raised an error in `keep` (%s), e.g. %s", sum(
+                1 for why in reasons if why and why.startswith(ERROR_REASON)), len(rows), reasons[first],
+                self._message(con, first))
+        return reasons
+
+    def _message(self, con, row: int) -> str:
+        """DuckDB's error for one row (unguarded), for the log."""
+        try:
+            con.execute(f"SELECT ({self.text}) FROM clips WHERE _row = {int(row)}").fetchall()
+        except duckdb.Error as err:
+            return str(err).splitlines()[0]
+        return "no error when run alone"
 
 
 def _connection() -> duckdb.DuckDBPyConnection:

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.catalog.views import connect
-from pipeline.store.commit import CommitLog
+from pipeline.store.commit import JOURNAL, STAGING, CommitLog, atomic_write_json
 from pipeline.run.runner import run
 
 
@@ -73,7 +73,9 @@ def test_orphan_files_are_invisible_and_removed(corpus_dir, demo_config, tmp_pat
     before = catalog_rows(tmp_path)
     some_file = CommitLog(tmp_path).files("clips")[0]
     orphan = Path(tmp_path, "catalog", "clips", "crashed-wave-part-0.parquet")
-    pq.write_table(pq.read_table(some_file), orphan)  # published by a wave that never got its record
+    pq.write_table(pq.read_table(some_file), orphan)  # published by a wave that never got its record:
+    Path(tmp_path, STAGING, "crashed-wave").mkdir(parents=True)  # ... as its publish journal says
+    atomic_write_json(Path(tmp_path, STAGING, "crashed-wave", JOURNAL), {"files": ["catalog/clips/" + orphan.name]})
     assert catalog_rows(tmp_path) == before  # the views read only recorded files
     result = run(demo_config, corpus_dir, tmp_path, progress=False)
     assert result.recovered["orphans"] == 1 and not orphan.exists()

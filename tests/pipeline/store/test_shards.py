@@ -31,7 +31,8 @@ def config_yaml(demo_yaml):
 @pytest.fixture(scope="module")
 def out(corpus_dir, overrides, config_yaml, tmp_path_factory):
     folder = tmp_path_factory.mktemp("out")
-    run(load_config(config_yaml, overrides), corpus_dir, folder, progress=False)
+    # One source per writer call: a wave's bucket gets several shard, index and stats files (issue 12, item 5).
+    run(load_config(config_yaml, overrides + ["run.writer_rows=1"]), corpus_dir, folder, progress=False)
     return folder
 
 
@@ -74,6 +75,23 @@ def test_file_layout_metadata_and_stats(out):
                    con.execute("SELECT latent, latent_shape FROM shards WHERE bucket = ?", [bucket]).fetchall()]
         values = np.concatenate([l.ravel() for l in latents])
         assert mean == pytest.approx(values.mean(), abs=1e-6) and var == pytest.approx(values.var(), rel=1e-4)
+
+
+def test_stats_count_every_committed_latent(out):
+    """shard_stats per channel: count = sum of T*H*W over all committed latents, mean/std = numpy's over them."""
+    con = connect(out)
+    latents = [np.frombuffer(b, np.float16).reshape(s).astype(np.float64)
+               for b, s in con.execute("SELECT latent, latent_shape FROM shards").fetchall()]
+    assert len({l.shape[0] for l in latents}) == 1 and len(latents) > 1
+    per_channel = np.concatenate([l.reshape(l.shape[0], -1) for l in latents], axis=1)  # (C, sum of T*H*W)
+    waves = con.execute("SELECT count(DISTINCT wave_id), count(DISTINCT file) FROM shard_index").fetchone()
+    assert waves[1] > waves[0]  # some wave wrote a bucket in more than one file: the case that lost batches
+    stats = con.execute("""SELECT channel, sum(count), sum(sum) / sum(count),
+                                  sqrt(sum(sum_sq) / sum(count) - pow(sum(sum) / sum(count), 2))
+                           FROM shard_stats GROUP BY channel ORDER BY channel""").fetchall()
+    assert [count for _, count, _, _ in stats] == [sum(int(np.prod(l.shape[1:])) for l in latents)] * len(stats)
+    assert [mean for _, _, mean, _ in stats] == pytest.approx(per_channel.mean(axis=1), abs=1e-6)
+    assert [std for _, _, _, std in stats] == pytest.approx(per_channel.std(axis=1), rel=1e-4)
 
 
 def test_catalog_records_bucket_and_vae(out):
