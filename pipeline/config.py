@@ -153,8 +153,21 @@ def from_dict(data: dict[str, Any]) -> Config:
     for name in REQUIRED_STAGES:
         if name not in stages:
             stages[name] = STAGES[name]()
+    _check_text_source(stages)
     return Config(
         run=build(RunConfig, data.get("run"), "run"),
         input=build(InputConfig, data.get("input"), "input"),
         stages=stages,
     )
+
+
+def _check_text_source(stages: dict[str, Stage]) -> None:
+    """Text embeddings need captions: encode embeds caption_long/caption_short, which only expand writes.
+
+    Without it every shard row would carry no text and the trainer would have nothing to condition on;
+    say so at start rather than after hours of encoding."""
+    encode = stages.get("encode")
+    if encode is not None and encode.text_encoder and "expand" not in stages:
+        raise ConfigError("stages.encode.text_encoder: encode embeds caption_long/caption_short, which only "
+                          "stage expand writes (after caption); enable stages.caption and stages.expand, or set "
+                          "text_encoder: null for latents without text (then train with data.unconditional)")

@@ -66,3 +66,9 @@ def test_cli_fails_at_start_without_touching_the_output(tmp_path, corpus_dir):
     assert proc.returncode == 2
     assert "stages.split.trim_frames: must be >= 0" in proc.stderr
     assert not out.exists()
+
+
+def test_text_embeddings_without_a_caption_source_fail_at_start():
+    with pytest.raises(ConfigError, match="stages.encode.text_encoder: encode embeds caption_long/caption_short"):
+        load_config(None, ["stages.encode.vae_kind=wan"])  # encode with its default T5, no caption/expand
+    load_config(None, ["stages.encode.text_encoder=null"])  # latents without text, on purpose
