@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from stages.models.clip import (DEFAULT_PROMPTS, FIXED, SCHEMAS, builtin_model_names, check_model_config,
-                                looks_like_path)
+                                looks_like_path, same_clip)
 from stages.text.sidecar import read_sidecar
 from stages.base import Resources, Stage, require
 
@@ -41,6 +41,10 @@ class ClipScore(Stage):
     pretrained: str | None = "openai"  # a tag of `model`, a local weights file, or null (random)
     model_config: str | None = None  # an extra open_clip model config JSON (stem = model name)
     aesthetic: str | None = None  # LAION head: local state dict or hf-hub:org/repo/file; null = no score
+    # The CLIP the head was trained on ("<model>/<pretrained>"): another CLIP's embeddings give it
+    # numbers that mean nothing, so a mismatch is refused. null: not checked (e.g. your own head).
+    aesthetic_clip: str | None = None
+    aesthetic_sha256: str | None = None  # the head file's checksum, verified when it is loaded
     prompts: dict[str, str | list[str] | None] = field(default_factory=dict)  # merged over DEFAULT_PROMPTS
     neutral_prompt: str | list[str] = "a video frame"
     sidecar_text: bool = True  # look for <video stem>.txt / .json beside the source
@@ -64,6 +68,11 @@ class ClipScore(Stage):
         if self.aesthetic is not None and not self.aesthetic.startswith("hf-hub:"):
             require(Path(self.aesthetic).is_file(), "aesthetic", f"no such file: {self.aesthetic}")
             self.aesthetic = str(Path(self.aesthetic).resolve())
+        if self.aesthetic is not None and self.aesthetic_clip is not None:
+            require(same_clip(self.aesthetic_clip, f"{self.model}/{self.pretrained}"), "aesthetic_clip",
+                    f"the aesthetic head was trained on {self.aesthetic_clip}, but this stage's CLIP is "
+                    f"{self.model}/{self.pretrained}: its scores would mean nothing (set aesthetic: null, or "
+                    "use the head's CLIP)")
 
     def _check_model(self) -> None:
         """What can be checked without importing open_clip (seconds): names, files, schema rules."""
@@ -107,8 +116,8 @@ class ClipScore(Stage):
         device = device_for(self.resources, self.name)
         self.clip = load_clip(self.model, self.pretrained, model_config=self.model_config, device=device,
                               dtype=self.dtype)
-        self.head = load_aesthetic(self.aesthetic, self.clip.embed_dim, device, self.clip.dtype) \
-            if self.aesthetic else None
+        self.head = load_aesthetic(self.aesthetic, self.clip.embed_dim, device, self.clip.dtype,
+                                   sha256=self.aesthetic_sha256) if self.aesthetic else None
         # Prompt ensembles: mean of unit text embeddings, renormalised (CLIP's zero-shot recipe).
         texts = {name: _as_list(text) for name, text in self.prompts.items()}
         texts["_neutral"] = _as_list(self.neutral_prompt)

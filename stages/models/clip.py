@@ -154,6 +154,16 @@ def quick_gelu_for(model: str, pretrained: str | None) -> bool:
     return bool(open_clip.get_pretrained_cfg(model, pretrained).get("quick_gelu", False))
 
 
+def same_clip(a: str, b: str) -> bool:
+    """Whether two "<model>/<pretrained>" names are one CLIP: OpenAI's weights are QuickGELU whatever the
+    name says (`ViT-L-14/openai` = `ViT-L-14-quickgelu/openai`), and file paths compare by file name."""
+    def norm(name: str) -> tuple[str, str]:
+        model, _, pretrained = name.partition("/")
+        model = model.removesuffix("-quickgelu") if pretrained == "openai" else model
+        return model, Path(pretrained).name if looks_like_path(pretrained) else pretrained
+    return norm(a) == norm(b)
+
+
 def register_model_config(path: str) -> str:
     """Register an open_clip model config JSON (its file stem becomes the model name); returns the name."""
     import open_clip
@@ -198,11 +208,18 @@ def aesthetic_head(input_size: int):
                          nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1))
 
 
-def load_aesthetic(ref: str, embed_dim: int, device: str, dtype):
-    """Load a LAION-style aesthetic head from a local file or `hf-hub:org/repo/file`; checks its input size."""
+def load_aesthetic(ref: str, embed_dim: int, device: str, dtype, sha256: str | None = None):
+    """Load a LAION-style aesthetic head from a local file or `hf-hub:org/repo/file`; checks its input size
+    and, when given, the file's sha256 (a mirror can serve another file under the same name)."""
+    import hashlib
+
     import torch
 
     path = resolve_file(ref)
+    if sha256 is not None:
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        if digest != sha256.lower():
+            raise ValueError(f"aesthetic_sha256: {ref} has sha256 {digest}, expected {sha256}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
     state = {k.removeprefix("layers."): v for k, v in state.items()}  # the release nests it under `layers`

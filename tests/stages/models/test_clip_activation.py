@@ -44,3 +44,31 @@ def test_the_default_config_names_the_quickgelu_model():
 
     stages = load_config(Path(__file__).parents[3] / "configs" / "default.yaml").stages
     assert stages["clip_score"].model == "ViT-L-14-quickgelu" and stages["expand"].clip_model == "ViT-L-14-quickgelu"
+
+
+def test_the_aesthetic_head_refuses_a_clip_it_was_not_trained_on():
+    from pathlib import Path
+
+    from pipeline.config import load_config
+    from pipeline.typed import ConfigError
+
+    default = Path(__file__).parents[3] / "configs" / "default.yaml"
+    load_config(default)  # ViT-L-14-quickgelu/openai is the head's ViT-L-14/openai
+    with pytest.raises(ConfigError, match="stages.clip_score.aesthetic_clip: the aesthetic head was trained on "
+                                          "ViT-L-14/openai, but this stage's CLIP is ViT-B-32/openai"):
+        load_config(default, ["stages.clip_score.model=ViT-B-32"])
+
+
+def test_the_aesthetic_heads_checksum_is_verified(tmp_path):
+    import hashlib
+
+    import torch
+
+    from pipeline.kit.tiny.clip import build
+    from stages.models.clip import load_aesthetic
+
+    head = build(tmp_path / "clip")["clip_aesthetic"]
+    digest = hashlib.sha256(open(head, "rb").read()).hexdigest()
+    assert load_aesthetic(head, 32, "cpu", torch.float32, sha256=digest) is not None
+    with pytest.raises(ValueError, match="aesthetic_sha256: .* has sha256 " + digest):
+        load_aesthetic(head, 32, "cpu", torch.float32, sha256="0" * 64)
