@@ -22,6 +22,7 @@ from schemas.ids import clip_id
 from stages.video.spans import SceneFrames, pick_samples, plan_clips
 from stages.video.frames import PyAVFrames, open_frames, prefetched, short_error
 from stages.video.source import SourceError, decode_size, jpeg, local_copy, rotate
+from stages.video.watchdog import bounded
 from stages.base import Stage, require
 
 CLIP_COLUMNS = pa.schema([
@@ -54,6 +55,7 @@ class Split(Stage):
     frame_buffer: int = 256  # frames of the open scene kept in memory (decimated beyond)
     thumbnail_size: int = 160
     chunk_frames: int = 32  # frames per decord get_batch call
+    decode_stall_s: float = 120.0  # a decode with no new frames for this long: `decode_stalled` error row
 
     def __post_init__(self):
         require(self.min_scene_frames >= 1, "min_scene_frames", f"must be >= 1 (got {self.min_scene_frames})")
@@ -68,6 +70,7 @@ class Split(Stage):
                 f"must be >= 2 * sample_frames (got {self.frame_buffer})")
         require(self.threshold is None or self.threshold > 0, "threshold", f"must be > 0 (got {self.threshold})")
         require(self.chunk_frames >= 1, "chunk_frames", f"must be >= 1 (got {self.chunk_frames})")
+        require(self.decode_stall_s > 0, "decode_stall_s", f"must be > 0 (got {self.decode_stall_s})")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_inputs(batch)
@@ -104,7 +107,9 @@ class Split(Stage):
         size = decode_size(coded_w, coded_h, self.decode_short_side)
         threads = max(1, int(self.resources.cpus))
         try:
-            source = open_frames(path, *size, threads)
+            source = bounded(lambda: open_frames(path, *size, threads), self.decode_stall_s, "open")
+        except SourceError:
+            raise
         except Exception as err:  # noqa: BLE001 - neither decord nor FFmpeg can read it
             raise SourceError("decode_failed", f"open: {short_error(err)}") from None
         notes = [] if source.name == "decord" else [f"decoded_with:{source.name} (decord could not open it)"]
@@ -140,7 +145,7 @@ class Split(Stage):
             if end > start:
                 scenes.append((start, end, *buffer.pop_before(end)))
 
-        for frame_index, frame in prefetched(source, self.chunk_frames):
+        for frame_index, frame in prefetched(source, self.chunk_frames, self.decode_stall_s):
             if isinstance(frame, Exception):
                 error = f"decode_stopped_at_frame:{frame_index}: {short_error(frame)}"
                 break

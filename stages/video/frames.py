@@ -14,6 +14,8 @@ from typing import Iterator
 
 import numpy as np
 
+from stages.video.watchdog import stalled
+
 
 def short_error(err: Exception) -> str:
     """One line of an exception's message, without decord's "[time] /path/file.cc:123:" prefixes."""
@@ -32,6 +34,7 @@ class DecordFrames:
     def __init__(self, path: str, width: int, height: int, threads: int):
         import decord
 
+        self.path = path
         self.reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=threads)
         self.fps = float(self.reader.get_avg_fps())
 
@@ -109,15 +112,18 @@ def open_frames(path: str, width: int, height: int, threads: int):
         return PyAVFrames(path, width, height, threads)
 
 
-def prefetched(source, chunk: int) -> Iterator[tuple[int, object]]:
+def prefetched(source, chunk: int, stall_s: float | None = None) -> Iterator[tuple[int, object]]:
     """(index, frame or error) in order, decoding one chunk ahead in a thread.
 
     decord and FFmpeg release the GIL, so the consumer (scene detection) works
     on chunk n while chunk n+1 decodes: split costs about the decode time
-    instead of decode plus detection.
+    instead of decode plus detection. The thread is also the watchdog's lever:
+    when no chunk arrives for `stall_s` seconds, `decode_stalled` is raised and
+    the stuck thread is abandoned (a hung C call cannot be interrupted).
     """
     chunks: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
+    done = 0
 
     def produce():
         for item in source.chunks(chunk):
@@ -133,12 +139,22 @@ def prefetched(source, chunk: int) -> Iterator[tuple[int, object]]:
 
     worker = threading.Thread(target=produce, name="vidprep-decode", daemon=True)
     worker.start()
+    stuck = False
     try:
-        while (item := chunks.get()) is not None:
+        while True:
+            try:
+                item = chunks.get(timeout=stall_s)
+            except queue.Empty:
+                stuck = True
+                raise stalled(stall_s, f"after frame {done}") from None
+            if item is None:
+                break
+            done += len(item)
             yield from item
     finally:  # the consumer stopped early (a decode error, an exception): let the thread end
         stop.set()
-        worker.join()
+        if not stuck:
+            worker.join(stall_s)
 
 
 def read_frames(path: str, indices: list[int], width: int, height: int, threads: int) -> np.ndarray:
