@@ -8,7 +8,7 @@ import shutil
 import stat
 import tempfile
 from typing import Iterator
-from urllib.parse import urlparse
+from urllib.parse import quote_from_bytes, unquote_to_bytes, urlparse
 
 import numpy as np
 
@@ -27,7 +27,24 @@ def is_local(uri: str) -> bool:
 
 
 def local_name(uri: str) -> str:
-    return urlparse(uri).path if uri.startswith("file://") else uri
+    """The local path of a plain path or a `file://` URI (percent-decoded, as RFC 8089 and pyarrow read it)."""
+    if not uri.startswith("file://"):
+        return uri
+    return os.fsdecode(unquote_to_bytes(urlparse(uri).path))
+
+
+def path_uri(path: str) -> str:
+    """A local path as a source URI Arrow can store: the path itself when it is valid UTF-8, else a
+    percent-encoded `file://` URI of its bytes, which `local_name` turns back into the same path.
+
+    POSIX names are bytes; one that is not UTF-8 (b"\\xff\\xfe.mp4") comes from os.scandir as a str
+    with surrogate escapes, which Arrow refuses. Encoding only such names keeps every other URI as it was.
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return "file://" + quote_from_bytes(os.fsencode(os.path.abspath(path)), safe="/")
 
 
 def regular_file_size(path: str) -> int:

@@ -108,3 +108,33 @@ def test_a_stalled_clip_decode_in_encode_becomes_an_error(good, tiny_vae, monkey
     failed = [r for r in rows if r["status"] == "error"]
     assert len(failed) == len(accepted)
     assert all(r["reason"].startswith("encode_failed: decode_stalled: frames ") for r in failed)
+
+
+# --- item 9: a file name that is not UTF-8 ---
+
+def test_a_name_that_is_not_utf8_is_carried_losslessly(good, demo_yaml, tmp_path):
+    from pipeline.run.listing import list_sources
+    from stages.video.source import local_name
+
+    bad = os.fsdecode(bytes(good) + b"/\xff\xfe.mp4")  # surrogate escapes: Arrow cannot store this str
+    write_video(bad, [48, 48], width=96, height=64, seed=3)
+    uri = "file://" + os.fsdecode(bytes(good.resolve())) + "/%FF%FE.mp4"
+    assert list(list_sources(str(good), [".mp4"])) == [str(good / "good.mp4"), uri]
+    assert local_name(uri) == os.path.abspath(bad)  # the same bytes again when opened
+
+    config = load_config(demo_yaml(), SETTINGS)
+    first = run(config, str(good), tmp_path / "out", progress=False)
+    con = connect(tmp_path / "out")
+    rows = dict(con.execute("SELECT source_uri, num_clips FROM videos WHERE status = 'ok'").fetchall())
+    assert rows == {uri: 2, str(good / "good.mp4"): 2}
+    assert con.execute("SELECT count(*) FROM clips WHERE source_uri = ?", [uri]).fetchone()[0] == 2
+    again = run(config, str(good), tmp_path / "out", progress=False)
+    assert (first.processed, again.skipped, again.processed) == (2, 2, 0)  # resume knows the encoded name
+
+
+def test_a_uri_list_line_that_is_not_utf8_is_a_local_path(good, tmp_path):
+    from pipeline.run.listing import list_sources
+
+    listing = tmp_path / "sources.txt"
+    listing.write_bytes(b"/videos/ok.mp4\n/videos/\xe9t\xe9.mp4\n")  # Latin-1 bytes in a hand-made list
+    assert list(list_sources(str(listing), [".mp4"])) == ["/videos/ok.mp4", "file:///videos/%E9t%E9.mp4"]
