@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from stages.video.buckets import Bucket, assign, centre_crop, frame_indices, parse_ratio, resize_for
 from stages.video.frames import read_frames
-from stages.video.source import SourceError, local_copy, rotate
+from stages.video.source import SourceError, local_copy
 from stages.video.watchdog import bounded
 from stages.base import Stage, require
 
@@ -160,16 +160,13 @@ class Encode(Stage):
     def _pixels(self, row: dict[str, Any], bucket: Bucket) -> np.ndarray:
         """(T, H, W, 3) uint8 frames of the clip at the bucket's size, displayed orientation."""
         video = row["video"]
-        rotation = video["rotation"] or 0
-        width, height = resize_for(row["width"], row["height"], bucket)
-        if rotation in (90, 270):  # decode in coded orientation, rotate after
-            width, height = height, width
+        width, height = resize_for(row["width"], row["height"], bucket)  # display orientation, as decoded
         indices = frame_indices(row["start_frame"], row["end_frame"], row["fps"], bucket.frames, self.target_fps)
         with local_copy(video["source_uri"]) as path:
             threads = max(1, int(self.resources.cpus))
             frames = bounded(lambda: read_frames(path, indices, width, height, threads), self.decode_stall_s,
                              f"frames {indices[0]}-{indices[-1]}")
-        return np.ascontiguousarray(centre_crop(rotate(frames, rotation), bucket))
+        return np.ascontiguousarray(centre_crop(frames, bucket))
 
     def _embed_captions(self, batch: pa.Table, out: list[dict[str, Any]]) -> None:
         if self.text is None:

@@ -21,7 +21,7 @@ from schemas.catalog import VIDEO_INFO
 from schemas.ids import clip_id
 from stages.video.spans import SceneFrames, pick_samples, plan_clips
 from stages.video.frames import PyAVFrames, open_frames, prefetched, short_error
-from stages.video.source import SourceError, decode_size, jpeg, local_copy, rotate
+from stages.video.source import SourceError, decode_size, jpeg, local_copy
 from stages.video.watchdog import bounded
 from stages.base import Stage, require
 
@@ -102,9 +102,7 @@ class Split(Stage):
             return []
 
     def _split_file(self, path: str, video: dict[str, Any]) -> list[dict[str, Any]]:
-        rotation = video["rotation"] or 0
-        coded_w, coded_h = (video["height"], video["width"]) if rotation in (90, 270) else (video["width"], video["height"])
-        size = decode_size(coded_w, coded_h, self.decode_short_side)
+        size = decode_size(video["width"], video["height"], self.decode_short_side)  # display orientation
         threads = max(1, int(self.resources.cpus))
         try:
             source = bounded(lambda: open_frames(path, *size, threads), self.decode_stall_s, "open")
@@ -125,7 +123,7 @@ class Split(Stage):
             notes.append(error)
         if decoded == 0:
             raise SourceError("no_decodable_frames", "; ".join(notes))
-        rows = self._clip_rows(video, scenes, cuts, fps, rotation, _frame_starts(source, decoded, fps))
+        rows = self._clip_rows(video, scenes, cuts, fps, _frame_starts(source, decoded, fps))
         video.update(cuts=cuts, num_frames=decoded, num_clips=len(rows), warning="; ".join(notes) or None)
         return rows
 
@@ -163,7 +161,7 @@ class Split(Stage):
             close_scene(decoded)
         return scenes, cuts, decoded, error
 
-    def _clip_rows(self, video, scenes, cuts, fps, rotation, timestamps) -> list[dict[str, Any]]:
+    def _clip_rows(self, video, scenes, cuts, fps, timestamps) -> list[dict[str, Any]]:
         cut_set = set(cuts)
         min_frames = math.ceil(self.min_clip_s * fps)
         max_frames = max(1, math.floor(self.max_clip_s * fps))
@@ -174,7 +172,7 @@ class Split(Stage):
             for span in spans:
                 count = self.sample_frames if span.status == "accepted" else 1
                 picks = pick_samples(indices, span.start, span.end, count)
-                sampled = rotate(np.stack([frames[p] for p in picks]), rotation)
+                sampled = np.stack([frames[p] for p in picks])  # display orientation, as decoded
                 start_s = float(timestamps[span.start])
                 end_s = float(timestamps[span.end])  # timestamps has one more entry: the end of the last frame
                 rows.append({

@@ -94,3 +94,31 @@ def write_demo_videos(folder: str | Path, width: int = 320, height: int = 180) -
     folder = Path(folder)
     return {name: write_video(folder / name, lengths, width=width, height=height, seed=i)
             for i, (name, lengths) in enumerate(DEMO_VIDEOS.items())}
+
+
+def write_marked_video(path: str | Path, width: int, height: int, *, rotation: int = 0, count: int = 48,
+                       fps: int = 24, codec: str = "libx264") -> None:
+    """A video whose DISPLAYED frames (width × height) are dark with a bright block in the top-left
+    quarter of the width and half of the height; stored in coded orientation with a display matrix of
+    `rotation` degrees (counter-clockwise, as FFmpeg reads it), so a reader that rotates twice, or not
+    at all, or squeezes the frame, moves or reshapes the block."""
+    import av
+
+    shown = np.full((height, width, 3), 40, np.uint8)
+    shown[: height // 2, : width // 4] = 230
+    coded = np.ascontiguousarray(np.rot90(shown, k=-(rotation // 90)))  # shown = rot90(coded, rotation / 90)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = coded.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for t in range(count):
+            image = coded.copy()
+            image[-4:, -4:] = (t * 5) % 256  # a little motion, so encoders don't collapse the stream
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

@@ -77,8 +77,8 @@ def tiny_vae(tmp_path_factory) -> str:
 def encoder(vae_path: str, **settings):
     from stages.encode import Encode
 
-    stage = Encode(vae=vae_path, vae_kind="auto", vae_subfolder=None, text_encoder=None, resolutions=[32],
-                   frame_counts=[4], **settings)
+    settings = {"resolutions": [32], "frame_counts": [4], **settings}
+    stage = Encode(vae=vae_path, vae_kind="auto", vae_subfolder=None, text_encoder=None, **settings)
     stage.setup()
     return stage
 
@@ -138,3 +138,96 @@ def test_a_uri_list_line_that_is_not_utf8_is_a_local_path(good, tmp_path):
     listing = tmp_path / "sources.txt"
     listing.write_bytes(b"/videos/ok.mp4\n/videos/\xe9t\xe9.mp4\n")  # Latin-1 bytes in a hand-made list
     assert list(list_sources(str(listing), [".mp4"])) == ["/videos/ok.mp4", "file:///videos/%E9t%E9.mp4"]
+
+
+# --- item 3: a display-matrix rotation is applied exactly once, on every path ---
+
+def marked_at_top_left(image) -> bool:
+    """The bright block of write_marked_video: top-left, a quarter of the width, half of the height."""
+    import numpy as np
+
+    grey = np.asarray(image, np.float32).mean(axis=2)
+    h, w = grey.shape
+
+    def mean(top, bottom, left, right):
+        return grey[int(top * h): int(bottom * h), int(left * w): int(right * w)].mean()
+
+    return (mean(0.05, 0.42, 0.03, 0.2) > 180 and mean(0.05, 0.42, 0.32, 0.95) < 90
+            and mean(0.6, 0.95, 0.03, 0.95) < 90)
+
+
+def marked(tmp_path: Path, rotation: int) -> tuple[Path, tuple[int, int]]:
+    """A 160×96 coded video, displayed portrait (96×160) when rotated by 90° or 270°."""
+    from pipeline.kit.synth import write_marked_video
+
+    shown = (96, 160) if rotation in (90, 270) else (160, 96)
+    path = tmp_path / f"marked_{rotation}.mp4"
+    write_marked_video(path, *shown, rotation=rotation)
+    return path, shown
+
+
+def check_split(clips, shown: tuple[int, int]) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from stages.video.source import decode_size
+
+    rows = [r for r in clips.to_pylist() if r["status"] == "accepted"]
+    assert rows
+    width, height = decode_size(*shown, 48)
+    for row in rows:
+        assert (row["video"]["width"], row["video"]["height"], row["width"], row["height"]) == (*shown, *shown)
+        assert row["frames_shape"] == [2, height, width, 3]
+        frames = np.frombuffer(row["frames"], np.uint8).reshape(row["frames_shape"])
+        assert all(marked_at_top_left(f) for f in frames)
+        thumbnail = Image.open(io.BytesIO(row["thumbnail"]))
+        assert (thumbnail.width > thumbnail.height) == (shown[0] > shown[1])
+        assert marked_at_top_left(thumbnail.convert("RGB"))
+
+
+SPLIT = {"decode_short_side": 48, "sample_frames": 2}
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_rotation_once_in_split_with_decord(tmp_path, rotation):
+    path, shown = marked(tmp_path, rotation)
+    clips = split_table(path, **SPLIT)
+    assert clips.column("video")[0].as_py()["rotation"] == rotation
+    assert clips.column("video")[0].as_py()["warning"] is None  # decord decoded it
+    check_split(clips, shown)
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_rotation_once_in_split_with_the_pyav_fallback(tmp_path, rotation, monkeypatch):
+    import stages.split
+    from stages.video.frames import PyAVFrames
+
+    monkeypatch.setattr(stages.split, "open_frames", PyAVFrames)  # as when decord cannot open a file
+    path, shown = marked(tmp_path, rotation)
+    clips = split_table(path, **SPLIT)
+    assert clips.column("video")[0].as_py()["warning"].startswith("decoded_with:pyav")
+    check_split(clips, shown)
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_rotation_once_in_encode(tmp_path, rotation, decoder, tiny_vae, monkeypatch):
+    from stages.video.frames import DecordFrames
+
+    path, shown = marked(tmp_path, rotation)
+    clips = split_table(path, **SPLIT)
+    row = next(r for r in clips.to_pylist() if r["status"] == "accepted")
+    if decoder == "pyav":  # decord failing on these frames: encode falls back to FFmpeg
+        monkeypatch.setattr(DecordFrames, "batch", lambda self, indices: 1 / 0)
+    stage = encoder(tiny_vae, resolutions=[80])
+    bucket = stage.bucket_of(row)
+    assert (bucket.height > bucket.width) == (shown[1] > shown[0])  # a portrait video gets a portrait bucket
+    pixels = stage._pixels(row, bucket)
+    assert pixels.shape == (4, bucket.height, bucket.width, 3)
+    assert all(marked_at_top_left(f) for f in pixels)
+    (encoded,) = [r for r in stage(clips.filter(clips.column("clip_id").is_valid())).to_pylist()
+                  if r["clip_id"] == row["clip_id"]]
+    assert encoded["status"] == "accepted" and encoded["latent_shape"][2:] == [bucket.height // 4, bucket.width // 4]
+
