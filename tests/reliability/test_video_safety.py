@@ -231,3 +231,39 @@ def test_rotation_once_in_encode(tmp_path, rotation, decoder, tiny_vae, monkeypa
                   if r["clip_id"] == row["clip_id"]]
     assert encoded["status"] == "accepted" and encoded["latent_shape"][2:] == [bucket.height // 4, bucket.width // 4]
 
+
+# --- item 8: decord's bad output widths (720×576 PAL into small buckets) ---
+
+@pytest.fixture(scope="module")
+def pal(tmp_path_factory) -> Path:
+    from pipeline.kit.badinputs import _encode, _frames
+
+    path = tmp_path_factory.mktemp("pal") / "pal.mp4"
+    _encode(path, _frames(48, 720, 576))
+    return path
+
+
+@pytest.mark.parametrize("width", [16, 24, 48, 60, 72, 80])
+def test_frames_at_small_widths_have_the_right_shape(pal, width):
+    import numpy as np
+
+    from stages.video.frames import PyAVFrames, read_frames
+
+    height = round(width * 576 / 720)
+    frames = read_frames(str(pal), [0, 10, 47], width, height, 1)
+    assert frames.shape == (3, height, width, 3)
+    reference = [f for chunk in PyAVFrames(str(pal), width, height, 1).chunks(48) for _, f in chunk]
+    difference = np.abs(frames.astype(np.int16) - np.stack([reference[i] for i in (0, 10, 47)]))
+    assert difference.mean() < 8  # the same picture as FFmpeg scales it, not a mangled buffer
+
+
+def test_pal_into_small_buckets_encodes(pal, tiny_vae):
+    clips = split_table(pal, decode_short_side=48, sample_frames=2)
+    (row,) = [r for r in clips.to_pylist() if r["status"] == "accepted"]
+    for resolution in (32, 48, 64, 96):  # 64: bucket 56×72, decoded 72 wide, which decord mangles
+        stage = encoder(tiny_vae, resolutions=[resolution])
+        (out,) = [r for r in stage(clips).to_pylist() if r["clip_id"] == row["clip_id"]]
+        assert (out["status"], out["reason"]) == ("accepted", None), resolution
+        bucket = stage.bucket_of(row)
+        assert out["latent_shape"] == [4, 4, bucket.height // 4, bucket.width // 4]
+        assert stage._pixels(row, bucket).shape == (4, bucket.height, bucket.width, 3)
