@@ -164,8 +164,8 @@ class Encode(Stage):
         indices = frame_indices(row["start_frame"], row["end_frame"], row["fps"], bucket.frames, self.target_fps)
         with local_copy(video["source_uri"]) as path:
             threads = max(1, int(self.resources.cpus))
-            frames = bounded(lambda: read_frames(path, indices, width, height, threads), self.decode_stall_s,
-                             f"frames {indices[0]}-{indices[-1]}")
+            frames = bounded(lambda: read_frames(path, indices, width, height, threads, video["stream_index"]),
+                             self.decode_stall_s, f"frames {indices[0]}-{indices[-1]}")
         return np.ascontiguousarray(centre_crop(frames, bucket))
 
     def _embed_captions(self, batch: pa.Table, out: list[dict[str, Any]]) -> None:

@@ -1,7 +1,9 @@
 """Stage `probe` (1:1 video → video, CPU task): content id and container metadata.
 
-Opens each source with PyAV, reads stream metadata and decodes the first frame
-(its display-matrix rotation, and proof that the stream decodes at all). A
+Opens each source with PyAV, chooses its video stream (`stages/video/streams.py`;
+the index is recorded as `stream_index` and every later stage decodes that
+stream), reads its metadata and decodes its first frame (the display-matrix
+rotation, and proof that the stream decodes at all). A
 source that can't be used gets status `error` with a coded reason; the run goes on.
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pyarrow as pa
 
 from schemas.catalog import VIDEO_INFO
 from schemas.ids import video_id_from_file, video_id_from_uri
+from stages.video import streams
 from stages.video.source import SourceError, is_local, local_copy, local_name, regular_file_size
 from stages.video.watchdog import bounded
 from stages.base import Stage, require
@@ -80,9 +83,10 @@ def _container_metadata(path: str) -> dict[str, Any]:
     except av.FFmpegError as err:
         raise SourceError("invalid_container", str(err)) from None
     with container:
-        if not container.streams.video:
-            raise SourceError("no_video_stream", f"streams: {[s.type for s in container.streams]}")
-        stream = container.streams.video[0]
+        index = streams.choose(path, container)
+        if index is None:
+            raise SourceError("no_video_stream", f"streams: {[_kind(s) for s in container.streams]}")
+        stream = container.streams[index]
         ctx = stream.codec_context
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else None
@@ -114,4 +118,12 @@ def _container_metadata(path: str) -> dict[str, Any]:
             "height": height,
             "rotation": rotation,
             "has_audio": bool(container.streams.audio),
+            "stream_index": index,
         }
+
+
+def _kind(stream) -> str:
+    import av
+
+    cover = int(stream.disposition) & int(av.stream.Disposition.attached_pic)
+    return "cover_art" if stream.type == "video" and cover else stream.type

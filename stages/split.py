@@ -21,6 +21,7 @@ from schemas.catalog import VIDEO_INFO
 from schemas.ids import clip_id
 from stages.video.spans import SceneFrames, pick_samples, plan_clips
 from stages.video.frames import PyAVFrames, open_frames, prefetched, short_error
+from stages.video import streams
 from stages.video.source import SourceError, decode_size, jpeg, local_copy
 from stages.video.watchdog import bounded
 from stages.base import Stage, require
@@ -105,18 +106,19 @@ class Split(Stage):
         size = decode_size(video["width"], video["height"], self.decode_short_side)  # display orientation
         threads = max(1, int(self.resources.cpus))
         try:
-            source = bounded(lambda: open_frames(path, *size, threads), self.decode_stall_s, "open")
+            source = bounded(lambda: open_frames(path, *size, threads, video["stream_index"]), self.decode_stall_s,
+                             "open")
         except SourceError:
             raise
         except Exception as err:  # noqa: BLE001 - neither decord nor FFmpeg can read it
             raise SourceError("decode_failed", f"open: {short_error(err)}") from None
-        notes = [] if source.name == "decord" else [f"decoded_with:{source.name} (decord could not open it)"]
+        notes = [] if source.name == "decord" else [f"decoded_with:{source.name} ({_why_not_decord(source)})"]
         fps = source.fps or video["fps"] or 30.0
         scenes, cuts, decoded, error = self._detect(source, fps)
         if error and source.name == "decord":
             # Where decord's threaded decoder gives up varies from run to run; FFmpeg alone is
             # deterministic (so reruns give the same clip ids) and conceals more damage.
-            source = PyAVFrames(path, *size, threads)
+            source = PyAVFrames(path, *size, threads, video["stream_index"])
             scenes, cuts, decoded, error = self._detect(source, fps)
             notes.append("decoded_with:pyav (decord failed mid-stream)")
         if error:
@@ -210,6 +212,11 @@ def _frame_starts(source, decoded: int, fps: float) -> np.ndarray:
     if stamps is None:  # no usable timestamps: a constant rate
         return np.arange(decoded + 1, dtype=np.float64) / fps
     return np.append(stamps, stamps[-1] + 1.0 / fps)
+
+
+def _why_not_decord(source) -> str:
+    videos = len(streams.candidates(source.container))
+    return f"stream {source.stream.index}, one of {videos} video streams" if videos > 1 else "decord could not open it"
 
 
 def _video_only_row(video: dict[str, Any]) -> dict[str, Any]:

@@ -122,3 +122,30 @@ def write_marked_video(path: str | Path, width: int, height: int, *, rotation: i
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def write_still_then_video(path: str | Path, *, still_size: tuple[int, int] = (64, 48),
+                           video_size: tuple[int, int] = (160, 96), scene_lengths: tuple[int, ...] = (48, 48),
+                           fps: int = 24, seed: int = 0) -> None:
+    """Two video streams: stream 0 a one-frame flat grey still (a poster), stream 1 the real video with
+    moving scenes. The MP4 muxer marks stream 0 `default`; an MKV marks neither."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    moving = np.concatenate([scene_frames(rng, n, *video_size) for n in scene_lengths])
+    with av.open(str(path), mode="w") as container:
+        still = container.add_stream("libx264", rate=fps)
+        video = container.add_stream("libx264", rate=fps)
+        for stream, (width, height) in ((still, still_size), (video, video_size)):
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"preset": "ultrafast"}
+        poster = av.VideoFrame.from_ndarray(np.full((still_size[1], still_size[0], 3), 200, np.uint8), format="rgb24")
+        for packet in [*still.encode(poster), *still.encode()]:
+            container.mux(packet)
+        for index, image in enumerate(moving):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)

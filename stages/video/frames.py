@@ -14,6 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
+from stages.video import streams
 from stages.video.source import rotate
 from stages.video.watchdog import stalled
 
@@ -105,11 +106,12 @@ class PyAVFrames:
 
     name = "pyav"
 
-    def __init__(self, path: str, width: int, height: int, threads: int):
+    def __init__(self, path: str, width: int, height: int, threads: int, stream_index: int | None = None):
         import av
 
         self.container = av.open(path)
-        self.stream = self.container.streams.video[0]
+        self.stream = (self.container.streams.video[0] if stream_index is None
+                       else self.container.streams[stream_index])
         self.stream.thread_count = threads
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
@@ -147,12 +149,19 @@ class PyAVFrames:
         return np.asarray(self.times[:decoded], np.float64) if len(self.times) >= decoded else None
 
 
-def open_frames(path: str, width: int, height: int, threads: int):
-    """decord, or PyAV when decord cannot open the file; raises the PyAV error if neither can."""
+def open_frames(path: str, width: int, height: int, threads: int, stream_index: int | None = None):
+    """decord, or PyAV when decord cannot open the file; raises the PyAV error if neither can.
+
+    decord has no stream choice (it opens FFmpeg's best stream), so a file with
+    more than one candidate video stream is decoded by PyAV on `stream_index`,
+    probe's choice: every stage then reads the stream probe measured.
+    """
+    if not streams.is_only_video(path, stream_index):
+        return PyAVFrames(path, width, height, threads, stream_index)
     try:
         return DecordFrames(path, width, height, threads)
     except Exception:  # noqa: BLE001
-        return PyAVFrames(path, width, height, threads)
+        return PyAVFrames(path, width, height, threads, stream_index)
 
 
 def prefetched(source, chunk: int, stall_s: float | None = None) -> Iterator[tuple[int, object]]:
@@ -200,18 +209,19 @@ def prefetched(source, chunk: int, stall_s: float | None = None) -> Iterator[tup
             worker.join(stall_s)
 
 
-def read_frames(path: str, indices: list[int], width: int, height: int, threads: int) -> np.ndarray:
+def read_frames(path: str, indices: list[int], width: int, height: int, threads: int,
+                stream_index: int | None = None) -> np.ndarray:
     """(len(indices), H, W, 3) RGB frames at the given indices, display orientation.
 
     decord seeks to them; when decord cannot open the file or fails on these
     frames, FFmpeg (PyAV) decodes from the start up to the last one.
     """
-    source = open_frames(path, width, height, threads)
+    source = open_frames(path, width, height, threads, stream_index)
     if isinstance(source, DecordFrames):
         try:
             return source.batch(indices)
         except Exception:  # noqa: BLE001 - the same fallback split has
-            source = PyAVFrames(path, width, height, threads)
+            source = PyAVFrames(path, width, height, threads, stream_index)
     wanted, found = set(indices), {}
     for chunk in source.chunks(32):
         for index, frame in chunk:

@@ -267,3 +267,31 @@ def test_pal_into_small_buckets_encodes(pal, tiny_vae):
         bucket = stage.bucket_of(row)
         assert out["latent_shape"] == [4, 4, bucket.height // 4, bucket.width // 4]
         assert stage._pixels(row, bucket).shape == (4, bucket.height, bucket.width, 3)
+
+
+# --- item 6: one chosen video stream, used by probe, split and encode ---
+
+@pytest.mark.parametrize("name", ["small_still.mkv", "small_still.mp4", "large_still.mkv", "large_still.mp4"])
+def test_a_still_before_the_video_stream_is_not_the_video(tmp_path, tiny_vae, name):
+    import numpy as np
+
+    from pipeline.kit.synth import write_still_then_video
+
+    path = tmp_path / name
+    write_still_then_video(path, still_size=(64, 48) if name.startswith("small") else (320, 240))
+    clips = split_table(path, decode_short_side=48, sample_frames=2)
+    video = clips.column("video")[0].as_py()
+    assert (video["status"], video["stream_index"], video["width"], video["height"]) == ("ok", 1, 160, 96)
+    assert video["num_frames"] == 96 and len(video["cuts"]) == 1 and abs(video["cuts"][0] - 48) <= 1
+    assert video["warning"] == "decoded_with:pyav (stream 1, one of 2 video streams)"
+    rows = [r for r in clips.to_pylist() if r["status"] == "accepted"]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["frames_shape"] == [2, 48, 80, 3]
+        assert np.frombuffer(row["frames"], np.uint8).std() > 10  # the moving scenes, not the flat still
+    stage = encoder(tiny_vae, resolutions=[64])
+    bucket = stage.bucket_of(rows[0])
+    assert bucket.width > bucket.height  # 160×96 → a 16:9 bucket
+    assert stage._pixels(rows[0], bucket).std() > 10
+    encoded = [r for r in stage(clips).to_pylist() if r["status"] == "accepted"]
+    assert len(encoded) == 2 and all(r["latent"] for r in encoded)

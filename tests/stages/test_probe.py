@@ -18,7 +18,7 @@ def test_container_metadata(corpus):
     assert info["fps"] == pytest.approx(24.0)
     assert info["duration_s"] == pytest.approx(216 / 24, abs=0.05)
     assert info["num_frames"] == 216 and info["size_bytes"] == os.path.getsize(path)
-    assert info["has_audio"] is False
+    assert info["has_audio"] is False and info["stream_index"] == 0
 
 
 @pytest.mark.timeout(120)  # a FIFO used to block probe forever
