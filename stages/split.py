@@ -23,6 +23,7 @@ from stages.video.spans import SceneFrames, pick_samples, plan_clips
 from stages.video.frames import PyAVFrames, open_frames, prefetched, short_error
 from stages.video import streams
 from stages.video.source import SourceError, decode_size, jpeg, local_copy
+from stages.video.timing import monotonic
 from stages.video.watchdog import bounded
 from stages.base import Stage, require
 
@@ -125,7 +126,11 @@ class Split(Stage):
             notes.append(error)
         if decoded == 0:
             raise SourceError("no_decodable_frames", "; ".join(notes))
-        rows = self._clip_rows(video, scenes, cuts, fps, _frame_starts(source, decoded, fps))
+        times, repaired = _frame_starts(source, decoded, fps)
+        if repaired:  # the container's duration carries the same reset: measure it from the frames
+            notes.append(f"timestamps_repaired:{repaired} (reset or jump)")
+            video["duration_s"] = float(times[-1] - times[0])
+        rows = self._clip_rows(video, scenes, cuts, fps, times)
         video.update(cuts=cuts, num_frames=decoded, num_clips=len(rows), warning="; ".join(notes) or None)
         return rows
 
@@ -206,12 +211,14 @@ class Split(Stage):
         return cls(**kwargs)
 
 
-def _frame_starts(source, decoded: int, fps: float) -> np.ndarray:
-    """Presentation time of each decoded frame plus the end of the last (variable frame rate is common)."""
+def _frame_starts(source, decoded: int, fps: float) -> tuple[np.ndarray, int]:
+    """Presentation time of each decoded frame plus the end of the last (variable frame rate is common),
+    made monotonic (`stages/video/timing.py`), and the number of steps that had to be repaired."""
     stamps = source.timestamps(decoded)
     if stamps is None:  # no usable timestamps: a constant rate
-        return np.arange(decoded + 1, dtype=np.float64) / fps
-    return np.append(stamps, stamps[-1] + 1.0 / fps)
+        return np.arange(decoded + 1, dtype=np.float64) / fps, 0
+    stamps, repaired = monotonic(stamps, fps)
+    return np.append(stamps, stamps[-1] + 1.0 / fps), repaired
 
 
 def _why_not_decord(source) -> str:

@@ -149,3 +149,36 @@ def write_still_then_video(path: str | Path, *, still_size: tuple[int, int] = (6
                 container.mux(packet)
         for packet in video.encode():
             container.mux(packet)
+
+
+def write_ts_with_reset(path: str | Path, scene_lengths: list[int], *, segment_frames: int,
+                        second_start_s: float = 0.0, width: int = 160, height: int = 96, fps: int = 24,
+                        seed: int = 0) -> list[int]:
+    """An MPEG-TS capture whose timestamps restart: the frames of `scene_lengths` (cuts at their running
+    sums, returned) are cut after `segment_frames` into two TS files, the second with presentation times
+    from `second_start_s` (0: a reset, as when a recorder restarts; large: a jump), joined byte-wise
+    the way captures are concatenated."""
+    import io
+
+    import av
+
+    rng = np.random.default_rng(seed)
+    frames = np.concatenate([scene_frames(rng, n, width, height) for n in scene_lengths])
+    data = b""
+    for part, start in ((frames[:segment_frames], 0.0), (frames[segment_frames:], second_start_s)):
+        buffer = io.BytesIO()
+        with av.open(buffer, mode="w", format="mpegts") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"preset": "ultrafast"}
+            first = round(start * fps)
+            for index, image in enumerate(part):
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts = first + index
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        data += buffer.getvalue()
+    Path(path).write_bytes(data)
+    return list(np.cumsum(scene_lengths)[:-1].astype(int))

@@ -295,3 +295,39 @@ def test_a_still_before_the_video_stream_is_not_the_video(tmp_path, tiny_vae, na
     assert stage._pixels(rows[0], bucket).std() > 10
     encoded = [r for r in stage(clips).to_pylist() if r["status"] == "accepted"]
     assert len(encoded) == 2 and all(r["latent"] for r in encoded)
+
+
+# --- item 7: timestamps that reset or jump (MPEG-TS captures joined byte-wise) ---
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+@pytest.mark.parametrize("second_start_s", [0.0, 94_000.0])  # a restart at zero; a jump of 26 hours
+def test_a_timestamp_reset_keeps_times_monotonic(tmp_path, decoder, second_start_s, monkeypatch):
+    import stages.split
+    from pipeline.kit.synth import write_ts_with_reset
+    from stages.video.frames import PyAVFrames
+
+    path = tmp_path / "capture.ts"
+    assert write_ts_with_reset(path, [120, 72], segment_frames=72, second_start_s=second_start_s) == [120]
+    if decoder == "pyav":
+        monkeypatch.setattr(stages.split, "open_frames", PyAVFrames)
+    clips = split_table(path)
+    video = clips.column("video")[0].as_py()
+    assert video["num_frames"] == 192 and video["cuts"] == [120]
+    assert "timestamps_repaired:" in video["warning"]
+    assert video["duration_s"] == pytest.approx(192 / 24, abs=0.05)
+    rows = clips.drop_columns(["video"]).to_pylist()
+    assert [(r["start_frame"], r["end_frame"]) for r in rows] == [(0, 118), (122, 192)]  # frame 72 is mid-clip
+    for row in rows:
+        assert row["start_s"] == pytest.approx(row["start_frame"] / 24, abs=0.05)
+        assert row["duration_s"] == pytest.approx(row["num_frames"] / 24, abs=0.05)
+
+
+def test_monotonic_keeps_variable_steps_and_repairs_resets():
+    import numpy as np
+
+    from stages.video.timing import monotonic
+
+    variable = np.cumsum([0, 1, 2, 4, 1, 2, 2]) / 24  # steps of 1-4 ticks are real: kept
+    assert monotonic(variable, 24)[1] == 0 and np.array_equal(monotonic(variable, 24)[0], variable)
+    times, repaired = monotonic(np.array([5.0, 5.5, 6.0, 0.0, 0.5, 94_000.0, 94_000.5]), 2)
+    assert repaired == 2 and np.allclose(times, 5.0 + 0.5 * np.arange(7))
