@@ -20,7 +20,8 @@ import pyarrow as pa
 
 from stages.video.buckets import Bucket, assign, centre_crop, frame_indices, parse_ratio, resize_for
 from stages.video.frames import read_frames
-from stages.video.source import local_copy, rotate
+from stages.video.source import SourceError, local_copy
+from stages.video.watchdog import bounded
 from stages.base import Stage, require
 
 SHAPE = pa.list_(pa.int32())
@@ -57,6 +58,7 @@ class Encode(Stage):
     target_fps: float = 8.0
     patch_size: int = 2  # the DiT's spatial patch: bucket sides are multiples of VAE stride × patch
     clips_per_batch: int = 4
+    decode_stall_s: float = 120.0  # a clip's decode with no result for this long: `encode_failed: decode_stalled`
     text_encoder: str | None = "google/t5-v1_1-xxl"  # None: no text embeddings
     text_kind: Literal["t5", "clip"] = "t5"
     text_subfolder: str | None = None  # e.g. text_encoder in a diffusers repo
@@ -77,6 +79,7 @@ class Encode(Stage):
         require(bool(self.frame_counts) and min(self.frame_counts) >= 1, "frame_counts", "must be >= 1 each")
         require(self.target_fps > 0, "target_fps", f"must be > 0 (got {self.target_fps})")
         require(self.patch_size >= 1, "patch_size", f"must be >= 1 (got {self.patch_size})")
+        require(self.decode_stall_s > 0, "decode_stall_s", f"must be > 0 (got {self.decode_stall_s})")
         require(self.clips_per_batch >= 1, "clips_per_batch", f"must be >= 1 (got {self.clips_per_batch})")
         require(self.text_max_tokens >= 1, "text_max_tokens", f"must be >= 1 (got {self.text_max_tokens})")
 
@@ -146,6 +149,8 @@ class Encode(Stage):
             try:
                 clips.append(self._pixels(rows[i], bucket))
                 ok.append(i)
+            except SourceError as err:  # already coded: not_a_file, decode_stalled, ...
+                status[i], reason[i] = "error", f"encode_failed: {err}"
             except Exception as err:  # noqa: BLE001 - one unreadable clip must not cost the batch
                 status[i], reason[i] = "error", f"encode_failed: {type(err).__name__}: {err}"
         if not ok:
@@ -162,14 +167,13 @@ class Encode(Stage):
     def _pixels(self, row: dict[str, Any], bucket: Bucket) -> np.ndarray:
         """(T, H, W, 3) uint8 frames of the clip at the bucket's size, displayed orientation."""
         video = row["video"]
-        rotation = video["rotation"] or 0
-        width, height = resize_for(row["width"], row["height"], bucket)
-        if rotation in (90, 270):  # decode in coded orientation, rotate after
-            width, height = height, width
+        width, height = resize_for(row["width"], row["height"], bucket)  # display orientation, as decoded
         indices = frame_indices(row["start_frame"], row["end_frame"], row["fps"], bucket.frames, self.target_fps)
         with local_copy(video["source_uri"]) as path:
-            frames = read_frames(path, indices, width, height, max(1, int(self.resources.cpus)))
-        return np.ascontiguousarray(centre_crop(rotate(frames, rotation), bucket))
+            threads = max(1, int(self.resources.cpus))
+            frames = bounded(lambda: read_frames(path, indices, width, height, threads, video["stream_index"]),
+                             self.decode_stall_s, f"frames {indices[0]}-{indices[-1]}")
+        return np.ascontiguousarray(centre_crop(frames, bucket))
 
     def _embed_captions(self, batch: pa.Table, out: list[dict[str, Any]]) -> None:
         if self.text is None:

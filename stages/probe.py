@@ -1,12 +1,13 @@
 """Stage `probe` (1:1 video → video, CPU task): content id and container metadata.
 
-Opens each source with PyAV, reads stream metadata and decodes the first frame
-(its display-matrix rotation, and proof that the stream decodes at all). A
+Opens each source with PyAV, chooses its video stream (`stages/video/streams.py`;
+the index is recorded as `stream_index` and every later stage decodes that
+stream), reads its metadata and decodes its first frame (the display-matrix
+rotation, and proof that the stream decodes at all). A
 source that can't be used gets status `error` with a coded reason; the run goes on.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,10 @@ import pyarrow as pa
 
 from schemas.catalog import VIDEO_INFO
 from schemas.ids import video_id_from_file, video_id_from_uri
-from stages.video.source import SourceError, is_local, local_copy, local_name
-from stages.base import Stage
+from stages.video import streams
+from stages.video.source import SourceError, is_local, local_copy, local_name, regular_file_size
+from stages.video.watchdog import bounded
+from stages.base import Stage, require
 
 
 @dataclass
@@ -24,19 +27,24 @@ class Probe(Stage):
     inputs = ("source_uri",)
     outputs = ("video",)
 
+    decode_stall_s: float = 120.0  # opening and decoding the first frame: longer is `decode_stalled`
+
+    def __post_init__(self):
+        require(self.decode_stall_s > 0, "decode_stall_s", f"must be > 0 (got {self.decode_stall_s})")
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_inputs(batch)
-        infos = [probe_source(uri) for uri in batch.column("source_uri").to_pylist()]
+        infos = [probe_source(uri, self.decode_stall_s) for uri in batch.column("source_uri").to_pylist()]
         return batch.append_column("video", pa.array(infos, type=VIDEO_INFO))
 
 
-def probe_source(uri: str) -> dict[str, Any]:
+def probe_source(uri: str, stall_s: float | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {name: None for name in VIDEO_INFO.names}
     info.update(source_uri=uri, status="ok")
     try:
         info["video_id"], info["size_bytes"] = _identify(uri)
         with local_copy(uri) as path:
-            info.update(_container_metadata(path))
+            info.update(bounded(lambda: _container_metadata(path), stall_s, "probe"))
     except SourceError as err:
         info.update(status="error", error=str(err))
     except Exception as err:  # noqa: BLE001 - any failure on one source becomes its row
@@ -49,10 +57,8 @@ def probe_source(uri: str) -> dict[str, Any]:
 def _identify(uri: str) -> tuple[str, int]:
     if is_local(uri):
         path = local_name(uri)
-        if os.path.isdir(path):
-            raise SourceError("not_a_file", "is a directory")
+        size = regular_file_size(path)
         try:
-            size = os.path.getsize(path)
             with open(path, "rb") as handle:
                 video_id = video_id_from_file(handle, size)
         except OSError as err:
@@ -77,9 +83,10 @@ def _container_metadata(path: str) -> dict[str, Any]:
     except av.FFmpegError as err:
         raise SourceError("invalid_container", str(err)) from None
     with container:
-        if not container.streams.video:
-            raise SourceError("no_video_stream", f"streams: {[s.type for s in container.streams]}")
-        stream = container.streams.video[0]
+        index = streams.choose(path, container)
+        if index is None:
+            raise SourceError("no_video_stream", f"streams: {[_kind(s) for s in container.streams]}")
+        stream = container.streams[index]
         ctx = stream.codec_context
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else None
@@ -111,4 +118,12 @@ def _container_metadata(path: str) -> dict[str, Any]:
             "height": height,
             "rotation": rotation,
             "has_audio": bool(container.streams.audio),
+            "stream_index": index,
         }
+
+
+def _kind(stream) -> str:
+    import av
+
+    cover = int(stream.disposition) & int(av.stream.Disposition.attached_pic)
+    return "cover_art" if stream.type == "video" and cover else stream.type

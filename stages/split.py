@@ -21,7 +21,10 @@ from schemas.catalog import VIDEO_INFO
 from schemas.ids import clip_id
 from stages.video.spans import SceneFrames, pick_samples, plan_clips
 from stages.video.frames import PyAVFrames, open_frames, prefetched, short_error
-from stages.video.source import SourceError, decode_size, jpeg, local_copy, rotate
+from stages.video import streams
+from stages.video.source import SourceError, decode_size, jpeg, local_copy
+from stages.video.timing import monotonic
+from stages.video.watchdog import bounded
 from stages.base import Stage, require
 
 CLIP_COLUMNS = pa.schema([
@@ -54,6 +57,7 @@ class Split(Stage):
     frame_buffer: int = 256  # frames of the open scene kept in memory (decimated beyond)
     thumbnail_size: int = 160
     chunk_frames: int = 32  # frames per decord get_batch call
+    decode_stall_s: float = 120.0  # a decode with no new frames for this long: `decode_stalled` error row
 
     def __post_init__(self):
         require(self.min_scene_frames >= 1, "min_scene_frames", f"must be >= 1 (got {self.min_scene_frames})")
@@ -68,6 +72,7 @@ class Split(Stage):
                 f"must be >= 2 * sample_frames (got {self.frame_buffer})")
         require(self.threshold is None or self.threshold > 0, "threshold", f"must be > 0 (got {self.threshold})")
         require(self.chunk_frames >= 1, "chunk_frames", f"must be >= 1 (got {self.chunk_frames})")
+        require(self.decode_stall_s > 0, "decode_stall_s", f"must be > 0 (got {self.decode_stall_s})")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_inputs(batch)
@@ -99,28 +104,33 @@ class Split(Stage):
             return []
 
     def _split_file(self, path: str, video: dict[str, Any]) -> list[dict[str, Any]]:
-        rotation = video["rotation"] or 0
-        coded_w, coded_h = (video["height"], video["width"]) if rotation in (90, 270) else (video["width"], video["height"])
-        size = decode_size(coded_w, coded_h, self.decode_short_side)
+        size = decode_size(video["width"], video["height"], self.decode_short_side)  # display orientation
         threads = max(1, int(self.resources.cpus))
         try:
-            source = open_frames(path, *size, threads)
+            source = bounded(lambda: open_frames(path, *size, threads, video["stream_index"]), self.decode_stall_s,
+                             "open")
+        except SourceError:
+            raise
         except Exception as err:  # noqa: BLE001 - neither decord nor FFmpeg can read it
             raise SourceError("decode_failed", f"open: {short_error(err)}") from None
-        notes = [] if source.name == "decord" else [f"decoded_with:{source.name} (decord could not open it)"]
+        notes = [] if source.name == "decord" else [f"decoded_with:{source.name} ({_why_not_decord(source)})"]
         fps = source.fps or video["fps"] or 30.0
         scenes, cuts, decoded, error = self._detect(source, fps)
         if error and source.name == "decord":
             # Where decord's threaded decoder gives up varies from run to run; FFmpeg alone is
             # deterministic (so reruns give the same clip ids) and conceals more damage.
-            source = PyAVFrames(path, *size, threads)
+            source = PyAVFrames(path, *size, threads, video["stream_index"])
             scenes, cuts, decoded, error = self._detect(source, fps)
             notes.append("decoded_with:pyav (decord failed mid-stream)")
         if error:
             notes.append(error)
         if decoded == 0:
             raise SourceError("no_decodable_frames", "; ".join(notes))
-        rows = self._clip_rows(video, scenes, cuts, fps, rotation, _frame_starts(source, decoded, fps))
+        times, repaired = _frame_starts(source, decoded, fps)
+        if repaired:  # the container's duration carries the same reset: measure it from the frames
+            notes.append(f"timestamps_repaired:{repaired} (reset or jump)")
+            video["duration_s"] = float(times[-1] - times[0])
+        rows = self._clip_rows(video, scenes, cuts, fps, times)
         video.update(cuts=cuts, num_frames=decoded, num_clips=len(rows), warning="; ".join(notes) or None)
         return rows
 
@@ -140,7 +150,7 @@ class Split(Stage):
             if end > start:
                 scenes.append((start, end, *buffer.pop_before(end)))
 
-        for frame_index, frame in prefetched(source, self.chunk_frames):
+        for frame_index, frame in prefetched(source, self.chunk_frames, self.decode_stall_s):
             if isinstance(frame, Exception):
                 error = f"decode_stopped_at_frame:{frame_index}: {short_error(frame)}"
                 break
@@ -158,7 +168,7 @@ class Split(Stage):
             close_scene(decoded)
         return scenes, cuts, decoded, error
 
-    def _clip_rows(self, video, scenes, cuts, fps, rotation, timestamps) -> list[dict[str, Any]]:
+    def _clip_rows(self, video, scenes, cuts, fps, timestamps) -> list[dict[str, Any]]:
         cut_set = set(cuts)
         min_frames = math.ceil(self.min_clip_s * fps)
         max_frames = max(1, math.floor(self.max_clip_s * fps))
@@ -169,7 +179,7 @@ class Split(Stage):
             for span in spans:
                 count = self.sample_frames if span.status == "accepted" else 1
                 picks = pick_samples(indices, span.start, span.end, count)
-                sampled = rotate(np.stack([frames[p] for p in picks]), rotation)
+                sampled = np.stack([frames[p] for p in picks])  # display orientation, as decoded
                 start_s = float(timestamps[span.start])
                 end_s = float(timestamps[span.end])  # timestamps has one more entry: the end of the last frame
                 rows.append({
@@ -201,12 +211,19 @@ class Split(Stage):
         return cls(**kwargs)
 
 
-def _frame_starts(source, decoded: int, fps: float) -> np.ndarray:
-    """Presentation time of each decoded frame plus the end of the last (variable frame rate is common)."""
+def _frame_starts(source, decoded: int, fps: float) -> tuple[np.ndarray, int]:
+    """Presentation time of each decoded frame plus the end of the last (variable frame rate is common),
+    made monotonic (`stages/video/timing.py`), and the number of steps that had to be repaired."""
     stamps = source.timestamps(decoded)
     if stamps is None:  # no usable timestamps: a constant rate
-        return np.arange(decoded + 1, dtype=np.float64) / fps
-    return np.append(stamps, stamps[-1] + 1.0 / fps)
+        return np.arange(decoded + 1, dtype=np.float64) / fps, 0
+    stamps, repaired = monotonic(stamps, fps)
+    return np.append(stamps, stamps[-1] + 1.0 / fps), repaired
+
+
+def _why_not_decord(source) -> str:
+    videos = len(streams.candidates(source.container))
+    return f"stream {source.stream.index}, one of {videos} video streams" if videos > 1 else "decord could not open it"
 
 
 def _video_only_row(video: dict[str, Any]) -> dict[str, Any]:

@@ -96,7 +96,7 @@ def run_bench(path: str, repeats: int) -> dict:
     if video["status"] != "ok":
         raise RuntimeError(f"probe failed on {path}: {video['error']}")
     w, h = video["width"], video["height"]
-    small = decode_size(*((h, w) if video["rotation"] in (90, 270) else (w, h)), stage.decode_short_side)
+    small = decode_size(w, h, stage.decode_short_side)  # display orientation, as split asks decord
     threads = max(1, int(stage.resources.cpus))  # the decoder threads Split gives decord
     found: dict[str, list[int]] = {}
     decoded: dict[str, tuple[int, float]] = {}

@@ -139,6 +139,11 @@ def build(folder: str | Path) -> dict[str, tuple[str, str | None]]:
     expect["no_permission.mp4"] = ("ok", None) if os.geteuid() == 0 else ("error", "unreadable")  # root reads all
     (folder / "directory.mp4").mkdir()
     expect["directory.mp4"] = ("error", "not_a_file")
+    os.mkfifo(folder / "fifo.mp4")  # opening a FIFO blocks until a writer comes: never opened
+    expect["fifo.mp4"] = ("error", "not_a_file")
+    # A name that is not UTF-8 (POSIX names are bytes): listed as file://…/%FF%FE.mp4, processed.
+    write_video(os.fsdecode(bytes(folder) + b"/\xff\xfe.mp4"), [30], width=64, height=48, seed=5)
+    expect["%FF%FE.mp4"] = ("ok", None)
     return expect
 
 

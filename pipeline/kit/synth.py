@@ -94,3 +94,91 @@ def write_demo_videos(folder: str | Path, width: int = 320, height: int = 180) -
     folder = Path(folder)
     return {name: write_video(folder / name, lengths, width=width, height=height, seed=i)
             for i, (name, lengths) in enumerate(DEMO_VIDEOS.items())}
+
+
+def write_marked_video(path: str | Path, width: int, height: int, *, rotation: int = 0, count: int = 48,
+                       fps: int = 24, codec: str = "libx264") -> None:
+    """A video whose DISPLAYED frames (width × height) are dark with a bright block in the top-left
+    quarter of the width and half of the height; stored in coded orientation with a display matrix of
+    `rotation` degrees (counter-clockwise, as FFmpeg reads it), so a reader that rotates twice, or not
+    at all, or squeezes the frame, moves or reshapes the block."""
+    import av
+
+    shown = np.full((height, width, 3), 40, np.uint8)
+    shown[: height // 2, : width // 4] = 230
+    coded = np.ascontiguousarray(np.rot90(shown, k=-(rotation // 90)))  # shown = rot90(coded, rotation / 90)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = coded.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for t in range(count):
+            image = coded.copy()
+            image[-4:, -4:] = (t * 5) % 256  # a little motion, so encoders don't collapse the stream
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_still_then_video(path: str | Path, *, still_size: tuple[int, int] = (64, 48),
+                           video_size: tuple[int, int] = (160, 96), scene_lengths: tuple[int, ...] = (48, 48),
+                           fps: int = 24, seed: int = 0) -> None:
+    """Two video streams: stream 0 a one-frame flat grey still (a poster), stream 1 the real video with
+    moving scenes. The MP4 muxer marks stream 0 `default`; an MKV marks neither."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    moving = np.concatenate([scene_frames(rng, n, *video_size) for n in scene_lengths])
+    with av.open(str(path), mode="w") as container:
+        still = container.add_stream("libx264", rate=fps)
+        video = container.add_stream("libx264", rate=fps)
+        for stream, (width, height) in ((still, still_size), (video, video_size)):
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"preset": "ultrafast"}
+        poster = av.VideoFrame.from_ndarray(np.full((still_size[1], still_size[0], 3), 200, np.uint8), format="rgb24")
+        for packet in [*still.encode(poster), *still.encode()]:
+            container.mux(packet)
+        for index, image in enumerate(moving):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+
+
+def write_ts_with_reset(path: str | Path, scene_lengths: list[int], *, segment_frames: int,
+                        second_start_s: float = 0.0, width: int = 160, height: int = 96, fps: int = 24,
+                        seed: int = 0) -> list[int]:
+    """An MPEG-TS capture whose timestamps restart: the frames of `scene_lengths` (cuts at their running
+    sums, returned) are cut after `segment_frames` into two TS files, the second with presentation times
+    from `second_start_s` (0: a reset, as when a recorder restarts; large: a jump), joined byte-wise
+    the way captures are concatenated."""
+    import io
+
+    import av
+
+    rng = np.random.default_rng(seed)
+    frames = np.concatenate([scene_frames(rng, n, width, height) for n in scene_lengths])
+    data = b""
+    for part, start in ((frames[:segment_frames], 0.0), (frames[segment_frames:], second_start_s)):
+        buffer = io.BytesIO()
+        with av.open(buffer, mode="w", format="mpegts") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"preset": "ultrafast"}
+            first = round(start * fps)
+            for index, image in enumerate(part):
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts = first + index
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        data += buffer.getvalue()
+    Path(path).write_bytes(data)
+    return list(np.cumsum(scene_lengths)[:-1].astype(int))

@@ -2,7 +2,9 @@
 
 A generator, never a list: a bucket of millions of objects is walked lazily
 and written to the run's pending table in chunks, so driver memory does not
-grow with the input.
+grow with the input. A local name that is not valid UTF-8 is yielded as a
+percent-encoded `file://` URI (`stages.video.source.path_uri`), so it can be
+stored in Arrow and opened again as the same bytes.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
+from stages.video.source import path_uri
+
 
 def list_sources(root: str, extensions: list[str], recursive: bool = True,
                  follow_symlinks: bool = False) -> Iterator[str]:
@@ -18,9 +22,9 @@ def list_sources(root: str, extensions: list[str], recursive: bool = True,
     exts = tuple(e.lower() for e in extensions)
     if root.endswith(".txt") and os.path.isfile(root):  # a list of URIs, one a line
         seen: set[str] = set()  # a hand-written list may repeat a line; a walk never does
-        with open(root) as handle:
-            for line in handle:
-                line = line.strip()
+        with open(root, "rb") as handle:
+            for raw in handle:
+                line = _list_line(raw.strip())
                 if line and not line.startswith("#") and line not in seen:
                     seen.add(line)
                     yield line
@@ -33,7 +37,7 @@ def list_sources(root: str, extensions: list[str], recursive: bool = True,
     if not path.exists() and not path.is_symlink():
         raise FileNotFoundError(f"input {root!r} does not exist")
     if not path.is_dir() or path.name.lower().endswith(exts):
-        yield str(path)
+        yield path_uri(str(path))
         return
     yield from _walk(path, exts, recursive, follow_symlinks, seen=set())
 
@@ -55,9 +59,17 @@ def _walk(folder: Path, exts: tuple[str, ...], recursive: bool, follow: bool, se
         if name.endswith(exts):
             # Anything named like a video is a source, even a directory or a broken
             # link: probe turns it into an error row instead of it vanishing.
-            yield entry.path
+            yield path_uri(entry.path)
         elif recursive and entry.is_dir(follow_symlinks=follow):
             yield from _walk(Path(entry.path), exts, recursive, follow, seen)
+
+
+def _list_line(raw: bytes) -> str:
+    """A line of a URI list: UTF-8, or else the bytes of a local path (made a storable URI)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return path_uri(os.fsdecode(raw))
 
 
 def _list_remote(root: str, exts: tuple[str, ...], recursive: bool) -> Iterator[str]:

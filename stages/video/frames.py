@@ -14,6 +14,10 @@ from typing import Iterator
 
 import numpy as np
 
+from stages.video import streams
+from stages.video.source import rotate
+from stages.video.watchdog import stalled
+
 
 def short_error(err: Exception) -> str:
     """One line of an exception's message, without decord's "[time] /path/file.cc:123:" prefixes."""
@@ -24,16 +28,46 @@ def short_error(err: Exception) -> str:
     return text[:200]
 
 
+# decord 0.6.0 returns rows padded to another stride at some small output widths (2-72 px seen:
+# 8, 16, 24, 48, 72, ...), whatever the height; get_batch then fails ("The size must exactly match").
+# Every width from 74 up decoded correctly in a sweep to 1,000, so narrower outputs are decoded at
+# this width and resized with OpenCV.
+DECORD_MIN_WIDTH = 80
+
+
 class DecordFrames:
-    """Sequential RGB frames of a file at (width, height) from decord."""
+    """RGB frames of a file at (width, height) from decord, in display orientation.
+
+    decord applies the display matrix's rotation itself and takes (width, height)
+    as the size of the rotated, displayed frame (checked for 0/90/180/270 in
+    tests/reliability/test_video_safety.py), so nothing here rotates.
+    """
 
     name = "decord"
 
     def __init__(self, path: str, width: int, height: int, threads: int):
         import decord
 
-        self.reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=threads)
+        self.path = path
+        self.size = (width, height)
+        decode_w, decode_h = width, height
+        if width < DECORD_MIN_WIDTH:
+            decode_w, decode_h = DECORD_MIN_WIDTH, max(2, round(height * DECORD_MIN_WIDTH / width))
+        self.reader = decord.VideoReader(path, ctx=decord.cpu(0), width=decode_w, height=decode_h,
+                                         num_threads=threads)
         self.fps = float(self.reader.get_avg_fps())
+
+    def batch(self, indices: list[int]) -> np.ndarray:
+        """(len(indices), H, W, 3) frames; raises on a decode failure or a frame of another shape."""
+        frames = self.reader.get_batch(indices).asnumpy()
+        width, height = self.size
+        if frames.shape[1:3] != (height, width):
+            import cv2
+
+            frames = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+        if frames.shape != (len(indices), height, width, 3):
+            raise ValueError(f"decord returned frames of shape {frames.shape[1:]}, not {(height, width, 3)}")
+        return frames
 
     def chunks(self, size: int) -> Iterator[list[tuple[int, object]]]:
         """Lists of (index, frame); a failing chunk is retried frame by frame, ending with (index, error)."""
@@ -41,12 +75,12 @@ class DecordFrames:
         for begin in range(0, total, size):
             indices = list(range(begin, min(begin + size, total)))
             try:
-                frames = self.reader.get_batch(indices).asnumpy()
+                frames = self.batch(indices)
             except Exception:  # noqa: BLE001 - decord raises its own DECORDError
                 good: list[tuple[int, object]] = []
                 for index in indices:
                     try:
-                        good.append((index, self.reader.get_batch([index]).asnumpy()[0]))
+                        good.append((index, self.batch([index])[0]))
                     except Exception as err:  # noqa: BLE001
                         yield good + [(index, err)]
                         return
@@ -63,27 +97,41 @@ class DecordFrames:
 
 
 class PyAVFrames:
-    """The same interface over FFmpeg (PyAV): slower, but decodes what decord refuses to open."""
+    """The same interface over FFmpeg (PyAV): slower, but decodes what decord refuses to open.
+
+    FFmpeg hands out frames in coded orientation with the display matrix beside
+    them (`frame.rotation`, counter-clockwise degrees): each frame is scaled to
+    the coded size that becomes (width, height) once rotated, then rotated.
+    """
 
     name = "pyav"
 
-    def __init__(self, path: str, width: int, height: int, threads: int):
+    def __init__(self, path: str, width: int, height: int, threads: int, stream_index: int | None = None):
         import av
 
         self.container = av.open(path)
-        self.stream = self.container.streams.video[0]
+        self.stream = (self.container.streams.video[0] if stream_index is None
+                       else self.container.streams[stream_index])
         self.stream.thread_count = threads
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
         self.size = (width, height)
         self.times: list[float] = []
 
+    def image(self, frame) -> np.ndarray:
+        """One decoded frame as (H, W, 3) RGB at the requested size, in display orientation."""
+        rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+        width, height = self.size
+        if rotation in (90, 270):
+            width, height = height, width
+        return rotate(frame.reformat(width=width, height=height, format="rgb24").to_ndarray(), rotation)
+
     def chunks(self, size: int) -> Iterator[list[tuple[int, object]]]:
         chunk: list[tuple[int, object]] = []
         index = 0
         try:
             for frame in self.container.decode(self.stream):
-                image = frame.reformat(width=self.size[0], height=self.size[1], format="rgb24").to_ndarray()
+                image = self.image(frame)
                 self.times.append(float(frame.time) if frame.time is not None else index / (self.fps or 30.0))
                 chunk.append((index, image))
                 index += 1
@@ -101,23 +149,33 @@ class PyAVFrames:
         return np.asarray(self.times[:decoded], np.float64) if len(self.times) >= decoded else None
 
 
-def open_frames(path: str, width: int, height: int, threads: int):
-    """decord, or PyAV when decord cannot open the file; raises the PyAV error if neither can."""
+def open_frames(path: str, width: int, height: int, threads: int, stream_index: int | None = None):
+    """decord, or PyAV when decord cannot open the file; raises the PyAV error if neither can.
+
+    decord has no stream choice (it opens FFmpeg's best stream), so a file with
+    more than one candidate video stream is decoded by PyAV on `stream_index`,
+    probe's choice: every stage then reads the stream probe measured.
+    """
+    if not streams.is_only_video(path, stream_index):
+        return PyAVFrames(path, width, height, threads, stream_index)
     try:
         return DecordFrames(path, width, height, threads)
     except Exception:  # noqa: BLE001
-        return PyAVFrames(path, width, height, threads)
+        return PyAVFrames(path, width, height, threads, stream_index)
 
 
-def prefetched(source, chunk: int) -> Iterator[tuple[int, object]]:
+def prefetched(source, chunk: int, stall_s: float | None = None) -> Iterator[tuple[int, object]]:
     """(index, frame or error) in order, decoding one chunk ahead in a thread.
 
     decord and FFmpeg release the GIL, so the consumer (scene detection) works
     on chunk n while chunk n+1 decodes: split costs about the decode time
-    instead of decode plus detection.
+    instead of decode plus detection. The thread is also the watchdog's lever:
+    when no chunk arrives for `stall_s` seconds, `decode_stalled` is raised and
+    the stuck thread is abandoned (a hung C call cannot be interrupted).
     """
     chunks: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
+    done = 0
 
     def produce():
         for item in source.chunks(chunk):
@@ -133,19 +191,37 @@ def prefetched(source, chunk: int) -> Iterator[tuple[int, object]]:
 
     worker = threading.Thread(target=produce, name="vidprep-decode", daemon=True)
     worker.start()
+    stuck = False
     try:
-        while (item := chunks.get()) is not None:
+        while True:
+            try:
+                item = chunks.get(timeout=stall_s)
+            except queue.Empty:
+                stuck = True
+                raise stalled(stall_s, f"after frame {done}") from None
+            if item is None:
+                break
+            done += len(item)
             yield from item
     finally:  # the consumer stopped early (a decode error, an exception): let the thread end
         stop.set()
-        worker.join()
+        if not stuck:
+            worker.join(stall_s)
 
 
-def read_frames(path: str, indices: list[int], width: int, height: int, threads: int) -> np.ndarray:
-    """(len(indices), H, W, 3) RGB frames at the given indices (decord; PyAV decodes up to the last one)."""
-    source = open_frames(path, width, height, threads)
+def read_frames(path: str, indices: list[int], width: int, height: int, threads: int,
+                stream_index: int | None = None) -> np.ndarray:
+    """(len(indices), H, W, 3) RGB frames at the given indices, display orientation.
+
+    decord seeks to them; when decord cannot open the file or fails on these
+    frames, FFmpeg (PyAV) decodes from the start up to the last one.
+    """
+    source = open_frames(path, width, height, threads, stream_index)
     if isinstance(source, DecordFrames):
-        return source.reader.get_batch(indices).asnumpy()
+        try:
+            return source.batch(indices)
+        except Exception:  # noqa: BLE001 - the same fallback split has
+            source = PyAVFrames(path, width, height, threads, stream_index)
     wanted, found = set(indices), {}
     for chunk in source.chunks(32):
         for index, frame in chunk:

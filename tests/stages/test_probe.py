@@ -18,9 +18,10 @@ def test_container_metadata(corpus):
     assert info["fps"] == pytest.approx(24.0)
     assert info["duration_s"] == pytest.approx(216 / 24, abs=0.05)
     assert info["num_frames"] == 216 and info["size_bytes"] == os.path.getsize(path)
-    assert info["has_audio"] is False
+    assert info["has_audio"] is False and info["stream_index"] == 0
 
 
+@pytest.mark.timeout(120)  # a FIFO used to block probe forever
 def test_broken_sources_become_error_rows(tmp_path, corpus):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
@@ -28,9 +29,11 @@ def test_broken_sources_become_error_rows(tmp_path, corpus):
     noise.write_bytes(os.urandom(50_000))
     folder = tmp_path / "folder.mp4"
     folder.mkdir()
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)  # opening it would block until a writer appears
     good, _ = corpus["three_scenes.mp4"]
-    rows = probe(str(empty), str(noise), str(folder), str(tmp_path / "missing.mp4"), good)
+    rows = probe(str(empty), str(noise), str(folder), str(tmp_path / "missing.mp4"), str(fifo), good)
     codes = [r["error"].split(":")[0] if r["error"] else None for r in rows]
-    assert codes == ["empty_file", "invalid_container", "not_a_file", "unreadable", None]
-    assert [r["status"] for r in rows] == ["error"] * 4 + ["ok"]
+    assert codes == ["empty_file", "invalid_container", "not_a_file", "unreadable", "not_a_file", None]
+    assert [r["status"] for r in rows] == ["error"] * 5 + ["ok"]
     assert all(r["video_id"] for r in rows)  # every row is keyed, even without readable bytes
