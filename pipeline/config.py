@@ -69,8 +69,13 @@ class Config:
         data = self.as_dict()
         data.pop("run")
         for stage in data["stages"].values():
-            stage.pop("resources", None)
+            for key in NOT_CONTENT:
+                stage.pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Stage settings that change how a run is scheduled or guarded, never what it writes: outside the fingerprint.
+NOT_CONTENT = ("resources", "decode_stall_s")
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:

@@ -72,3 +72,9 @@ def test_text_embeddings_without_a_caption_source_fail_at_start():
     with pytest.raises(ConfigError, match="stages.encode.text_encoder: encode embeds caption_long/caption_short"):
         load_config(None, ["stages.encode.vae_kind=wan"])  # encode with its default T5, no caption/expand
     load_config(None, ["stages.encode.text_encoder=null"])  # latents without text, on purpose
+
+
+def test_scheduling_and_watchdog_settings_leave_the_fingerprint_alone():
+    base = load_config(None).fingerprint()
+    assert load_config(None, ["stages.split.decode_stall_s=30", "stages.split.resources.cpus=2"]).fingerprint() == base
+    assert load_config(None, ["stages.split.min_clip_s=3"]).fingerprint() != base
