@@ -104,10 +104,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    from pipeline.run.terminal import stdin_detached
+
     try:
-        return {"run": _run, "query": _query, "demo-videos": _demo_videos, "demo-models": _demo_models,
-                "bench": _bench, "expand": _expand, "report": _report,
-                "refilter": _refilter, "search": _search, "train": _train, "sample": _sample}[args.command](args)
+        with stdin_detached():  # vidprep never reads stdin; no child of it may wait on the terminal
+            return {"run": _run, "query": _query, "demo-videos": _demo_videos, "demo-models": _demo_models,
+                    "bench": _bench, "expand": _expand, "report": _report, "refilter": _refilter,
+                    "search": _search, "train": _train, "sample": _sample}[args.command](args)
     except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as err:
         print(f"vidprep {args.command}: error: {err}", file=sys.stderr)
         return 2

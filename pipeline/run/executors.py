@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.run.terminal import stdin_detached, worker_setup_hook
 from pipeline.store.faults import crash_point
 from stages.base import Stage
 
@@ -74,10 +75,16 @@ class SequentialExecutor:
             yield writer(pa.concat_tables(ready, promote_options="permissive"))
 
 
-def _run_task(batch: pa.Table, stage: Stage) -> pa.Table:
-    pin_threads(stage.resources.cpus)
-    crash_point(f"stage:{stage.name}")
-    return stage(batch)
+def task_for(stage: Stage) -> Callable[[pa.Table], pa.Table]:
+    """A task-pool stage's function, named after the stage: Ray's progress, dashboard and logs
+    name an operator after its function (`MapBatches(split)`)."""
+    def run_task(batch: pa.Table) -> pa.Table:
+        pin_threads(stage.resources.cpus)
+        crash_point(f"stage:{stage.name}")
+        return stage(batch)
+
+    run_task.__name__ = run_task.__qualname__ = stage.name
+    return run_task
 
 
 class _StageActor:
@@ -94,11 +101,23 @@ class _StageActor:
         return self.stage(batch)
 
 
-def _read_pending(batch: pa.Table, pending: str) -> pa.Table:
+def actor_for(stage: Stage) -> type:
+    """An actor-pool stage's class, named after the stage (`MapBatches(caption)`, actors `caption`).
+
+    Not importable by that name, so cloudpickle ships the class by value (its base by reference)."""
+    return type(stage.name, (_StageActor,), {"__module__": __name__, "__qualname__": stage.name})
+
+
+def pending(batch: pa.Table, path: str) -> pa.Table:
     """Turn a block of ordinals (ray.data.range) into its pending rows."""
     ids = batch.column("id")
     lo, hi = pc.min(ids).as_py(), pc.max(ids).as_py()
-    return pq.read_table(pending, filters=[("ordinal", ">=", lo), ("ordinal", "<=", hi)])
+    return pq.read_table(path, filters=[("ordinal", ">=", lo), ("ordinal", "<=", hi)])
+
+
+def write(batch: pa.Table, writer: Callable[[pa.Table], pa.Table]) -> pa.Table:
+    """The writer stage (`MapBatches(write)`): staged Parquet, returns the manifest."""
+    return writer(batch)
 
 
 class RayExecutor:
@@ -116,7 +135,8 @@ class RayExecutor:
         init_ray(self.address, self.num_cpus)
         return RayRegistry(owners)
 
-    def execute(self, pending: Path, total: int, stages: list[Stage], writer: Callable) -> Iterator[pa.Table]:
+    def plan(self, pending_path: Path, total: int, stages: list[Stage], writer: Callable):
+        """The dataset, not yet executed: range → pending → stages → write."""
         import ray
 
         init_ray(self.address, self.num_cpus)
@@ -125,12 +145,16 @@ class RayExecutor:
         context.execution_options.preserve_order = False
         # One block per `videos_per_task` sources: splitting is per video, so blocks are the parallelism.
         ds = ray.data.range(total, override_num_blocks=max(1, math.ceil(total / self.videos_per_task)))
-        ds = ds.map_batches(_read_pending, fn_args=(str(pending),), batch_format="pyarrow",
+        ds = ds.map_batches(pending, fn_args=(str(pending_path),), batch_format="pyarrow",
                             num_cpus=stages[0].resources.cpus)  # same as probe: fused into one task
         for stage in stages:
             ds = add_stage(ds, stage, self.task_retries, self.actor_restarts)
         # Bundling blocks up to writer_rows keeps the catalog to few, large files.
-        ds = ds.map_batches(writer, batch_format="pyarrow", batch_size=self.writer_rows, num_cpus=0.25)
+        return ds.map_batches(write, fn_args=(writer,), batch_format="pyarrow", batch_size=self.writer_rows,
+                              num_cpus=0.25)
+
+    def execute(self, pending_path: Path, total: int, stages: list[Stage], writer: Callable) -> Iterator[pa.Table]:
+        ds = self.plan(pending_path, total, stages, writer)
         yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
@@ -142,31 +166,56 @@ def add_stage(ds, stage: Stage, task_retries: int = 3, actor_restarts: int = 3):
     up to the configured count; an exception raised by stage code is a bug and
     is not retried — item-level failures are already rows with a reason.
     """
+    import ray
+
     res = stage.resources
-    common = dict(batch_format="pyarrow", batch_size=res.batch_size, num_cpus=res.cpus)
-    if res.gpus:
-        common["num_gpus"] = res.gpus
+    common = dict(batch_format="pyarrow", batch_size=res.batch_size, num_cpus=res.cpus,
+                  num_gpus=res.gpus or None)
     if stage.needs_actor:
-        return ds.map_batches(_StageActor, fn_constructor_args=(stage,), concurrency=res.concurrency or 1,
-                              max_restarts=actor_restarts, max_task_retries=actor_restarts, **common)
-    return ds.map_batches(_run_task, fn_args=(stage,), concurrency=res.concurrency, max_retries=task_retries,
-                          retry_exceptions=False, **common)
+        return _map_batches(ds, actor_for(stage), fn_constructor_args=(stage,),
+                            compute=ray.data.ActorPoolStrategy(size=res.concurrency or 1),
+                            retries=dict(max_restarts=actor_restarts, max_task_retries=actor_restarts), **common)
+    return _map_batches(ds, task_for(stage), compute=ray.data.TaskPoolStrategy(size=res.concurrency),
+                        retries=dict(max_retries=task_retries, retry_exceptions=False), **common)
+
+
+def _map_batches(ds, fn, *, retries: dict, **kwargs):
+    """map_batches with Ray Core's retry bounds.
+
+    Ray Data (2.60) names every remote argument except the retry bounds: max_retries, max_restarts,
+    max_task_retries and retry_exceptions are only accepted as `**ray_remote_args`, which warn that
+    they go away in Ray 2.64, and its DataContext knobs cover user exceptions, not dead workers.
+    Bounded retries are a reliability decision (docs/RELIABILITY.md), so they are kept, and only
+    that one warning is silenced here, where it is raised; any other deprecation still shows.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
+        return ds.map_batches(fn, **kwargs, **retries)
 
 
 def init_ray(address: str | None, num_cpus: int | None) -> None:
-    """Embedded Ray by default; `address` joins a running cluster and ships vidprep's code to it."""
+    """Embedded Ray by default; `address` joins a running cluster and ships vidprep's code to it.
+
+    Neither the embedded cluster nor a joined cluster's workers get a terminal as stdin
+    (pipeline/run/terminal.py says why): the embedded raylet inherits /dev/null, and every worker
+    runs a setup hook that points its fd 0 at /dev/null."""
     import ray
 
     if ray.is_initialized():
         return
     kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    runtime_env: dict = {"worker_process_setup_hook": worker_setup_hook()}
     if address:
         import pipeline
         import schemas
         import stages
 
-        modules = [str(Path(m.__file__).parent) for m in (pipeline, stages, schemas)]
-        ray.init(address=address, runtime_env={"py_modules": modules}, **kwargs)
+        runtime_env["py_modules"] = [str(Path(m.__file__).parent) for m in (pipeline, stages, schemas)]
+        with stdin_detached():
+            ray.init(address=address, runtime_env=runtime_env, **kwargs)
     else:  # "local": a new embedded instance, never a cluster that happens to run on this machine
-        ray.init(address="local", num_cpus=num_cpus, **kwargs)
+        with stdin_detached():
+            ray.init(address="local", num_cpus=num_cpus, runtime_env=runtime_env, **kwargs)
     log.info("ray: %s", ray.cluster_resources())

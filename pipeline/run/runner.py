@@ -24,6 +24,7 @@ from pipeline.run.executors import RayExecutor, SequentialExecutor
 from pipeline.store.faults import crash_point
 from pipeline.run.registry import committed_owners
 from pipeline.run.listing import list_sources
+from pipeline.run.terminal import stdin_detached
 from pipeline.typed import ConfigError
 from pipeline.run.waves import WaveTracker
 from schemas.catalog import CLIPS, extend
@@ -53,7 +54,9 @@ def run(config: Config, source: str, output: str | Path, *, progress: bool = Tru
     out = Path(output)
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + secrets.token_hex(3)
-    with OutputLock(out):
+    # vidprep reads nothing from a terminal; a child that does (scenedetect's ffmpeg probe) would hang
+    # the run, so every process started during it (the embedded Ray cluster included) gets /dev/null.
+    with stdin_detached(), OutputLock(out):
         commits = CommitLog(out)
         result = RunResult(run_id=run_id, out=out, recovered=commits.recover())
         _check_fingerprint(commits, config, allow_config_change)
