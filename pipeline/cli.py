@@ -22,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a config value, e.g. stages.split.max_clip_s=8 (repeatable)")
     p.add_argument("--allow-config-change", action="store_true",
                    help="write to an output made with other stage settings")
-    p.add_argument("--no-progress", action="store_true", help="hide Ray Data's progress bars")
+    p.add_argument("--no-progress", action="store_true", help="hide Ray Data's per-stage bars (shown on a terminal)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="also show Ray's and the libraries' lines (always in OUT/logs/<run_id>.log)")
+    p.add_argument("--progress-interval", type=float, default=10.0, metavar="S",
+                   help="seconds between vidprep's progress lines (default 10)")
 
     q = sub.add_parser("query", help="run a read-only SQL query on the catalog (views: videos, clips, commits)")
     q.add_argument("output")
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from pipeline.config import load_config
     from pipeline.report.summary import run_summary
-    from pipeline.run.runner import run
+    from pipeline.run.runner import RunInterrupted, run
 
     overrides = list(args.overrides)
     if args.ray_address:
@@ -127,8 +131,15 @@ def _run(args) -> int:
     if args.runner:
         overrides.append(f"run.runner={args.runner}")
     config = load_config(args.config, overrides)  # every field checked before any work
-    result = run(config, args.input, args.output, progress=not args.no_progress,
-                 allow_config_change=args.allow_config_change)
+    try:
+        result = run(config, args.input, args.output, progress=not args.no_progress,
+                     allow_config_change=args.allow_config_change, verbose=args.verbose,
+                     interval=args.progress_interval)
+    except RunInterrupted as stop:
+        done = stop.result
+        print(f"vidprep run: interrupted; {done.waves} waves ({done.clips} clips) committed to {args.output} "
+              "by this run; run the same command again to resume", file=sys.stderr)
+        return 130
     from pipeline.catalog.refilter import format_outcome
 
     print(run_summary(result))

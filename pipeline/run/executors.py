@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -58,6 +59,12 @@ class SequentialExecutor:
 
         return VideoRegistry(owners)
 
+    def worker_output(self):
+        return nullcontext()  # no workers: stages log in this process
+
+    def close(self) -> None:
+        pass
+
     def execute(self, pending: Path, total: int, stages: list[Stage], writer: Callable) -> Iterator[pa.Table]:
         for stage in stages:
             pin_threads(stage.resources.cpus)
@@ -88,11 +95,13 @@ def task_for(stage: Stage) -> Callable[[pa.Table], pa.Table]:
 
 
 class _StageActor:
-    """One worker of an actor-pool stage: setup() once, then batches."""
+    """One worker of an actor-pool stage: setup() once, then batches. Subclassed per stage by actor_for."""
 
-    def __init__(self, stage: Stage):
+    stage: Stage
+
+    def __init__(self):
+        stage = self.stage
         pin_threads(stage.resources.cpus)
-        self.stage = stage
         stage.setup()
         pin_threads(stage.resources.cpus)  # setup may have imported torch
 
@@ -102,10 +111,12 @@ class _StageActor:
 
 
 def actor_for(stage: Stage) -> type:
-    """An actor-pool stage's class, named after the stage (`MapBatches(caption)`, actors `caption`).
+    """An actor-pool stage's class, named after the stage (`MapBatches(caption)`), holding the stage.
 
-    Not importable by that name, so cloudpickle ships the class by value (its base by reference)."""
-    return type(stage.name, (_StageActor,), {"__module__": __name__, "__qualname__": stage.name})
+    The stage rides in the class, not in constructor arguments: Ray keeps those in the object store,
+    where a restarted actor may not find them (and says so with an error line on every run). Not
+    importable by its name, so cloudpickle ships the class by value (its base by reference)."""
+    return type(stage.name, (_StageActor,), {"__module__": __name__, "__qualname__": stage.name, "stage": stage})
 
 
 def pending(batch: pa.Table, path: str) -> pa.Table:
@@ -128,18 +139,41 @@ class RayExecutor:
         self.address, self.num_cpus = address, num_cpus
         self.videos_per_task, self.writer_rows, self.progress = videos_per_task, writer_rows, progress
         self.task_retries, self.actor_restarts = task_retries, actor_restarts
+        self.started_ray = False  # True when this executor started Ray (and so stops it)
+
+    def _init(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            init_ray(self.address, self.num_cpus)
+            self.started_ray = True
 
     def registry(self, owners: dict[str, str]):
         from pipeline.run.registry import RayRegistry
 
-        init_ray(self.address, self.num_cpus)
+        self._init()
         return RayRegistry(owners)
+
+    def worker_output(self):
+        """Workers' printed lines go to the run's log (pipeline/run/console.py)."""
+        from pipeline.run.console import worker_output_logged
+
+        self._init()
+        return worker_output_logged()
+
+    def close(self) -> None:
+        """Stop the Ray instance this executor started (none is left behind, Ctrl-C included)."""
+        import ray
+
+        if self.started_ray and ray.is_initialized():
+            ray.shutdown()
+        self.started_ray = False
 
     def plan(self, pending_path: Path, total: int, stages: list[Stage], writer: Callable):
         """The dataset, not yet executed: range → pending → stages → write."""
         import ray
 
-        init_ray(self.address, self.num_cpus)
+        self._init()
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = self.progress
         context.execution_options.preserve_order = False
@@ -172,7 +206,7 @@ def add_stage(ds, stage: Stage, task_retries: int = 3, actor_restarts: int = 3):
     common = dict(batch_format="pyarrow", batch_size=res.batch_size, num_cpus=res.cpus,
                   num_gpus=res.gpus or None)
     if stage.needs_actor:
-        return _map_batches(ds, actor_for(stage), fn_constructor_args=(stage,),
+        return _map_batches(ds, actor_for(stage),
                             compute=ray.data.ActorPoolStrategy(size=res.concurrency or 1),
                             retries=dict(max_restarts=actor_restarts, max_task_retries=actor_restarts), **common)
     return _map_batches(ds, task_for(stage), compute=ray.data.TaskPoolStrategy(size=res.concurrency),

@@ -10,6 +10,8 @@ child inherit that), and workers of a cluster vidprep joins do the same in a set
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -52,3 +54,9 @@ def worker_setup_hook() -> Callable[[], None]:
             os.close(null)
 
     return detach_worker_stdin
+
+
+def exit_on_second_interrupt(code: int = 130) -> None:
+    """After a first Ctrl-C the run winds down (stops Ray, releases the lock); a second one exits now."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda *_: os._exit(code))
