@@ -115,8 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             return {"run": _run, "query": _query, "demo-videos": _demo_videos, "demo-models": _demo_models,
                     "bench": _bench, "expand": _expand, "report": _report, "refilter": _refilter,
                     "search": _search, "train": _train, "sample": _sample}[args.command](args)
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as err:
-        print(f"vidprep {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:
+        from pipeline.run.models import find_model_error
+
+        shown = find_model_error(err)  # a model that could not load, also from inside a Ray worker
+        if shown is None and not isinstance(err, (ValueError, FileNotFoundError, PermissionError, RuntimeError)):
+            raise
+        print(f"vidprep {args.command}: error: {shown or err}", file=sys.stderr)
         return 2
 
 
@@ -156,12 +161,9 @@ def _query(args) -> int:
     if args.format == "table":
         text = format_table(table)
     elif args.format == "csv":
-        import pyarrow.csv as pcsv
-        import io
+        from pipeline.report.summary import csv_text
 
-        buffer = io.BytesIO()
-        pcsv.write_csv(table, buffer)
-        text = buffer.getvalue().decode()
+        text = csv_text(table)
     elif args.format == "json":
         import json
 
@@ -214,9 +216,14 @@ def _expand(args) -> int:
 
     from pipeline.run.executors import pin_threads
 
+    from pipeline.run.models import loading, model_fields
+    from stages.expand import Expand, expander_for
+
     config = load_config(args.config, args.overrides)
     stage = config.stages.get("expand")
     pin_threads(stage.resources.cpus if stage else 1)  # unpinned torch threads crawl on busy cores
+    with loading(model_fields("stages.expand", stage or Expand())):
+        expander_for(stage)  # loaded once, kept for expand_prompt
     result = expand_prompt(args.prompt, stage)
     if args.json:
         print(json.dumps({k: getattr(result, k) for k in ("long", "short", "status", "reason", "attempts")},
@@ -283,6 +290,7 @@ def _refilter(args) -> int:
 
 
 def _search(args) -> int:
+    import json
     import tempfile
 
     import pyarrow as pa
@@ -290,7 +298,14 @@ def _search(args) -> int:
     from pipeline.report.summary import format_table
     from pipeline.catalog.search import search, write_thumbnails
 
-    table = search(args.output, args.text, args.k, include_rejected=args.all)
+    from pipeline.catalog.search import load_model_of
+    from pipeline.run.models import loading, model_fields
+
+    run_json = Path(args.output) / "run.json"
+    settings = json.loads(run_json.read_text())["config"]["stages"].get("clip_score") if run_json.exists() else None
+    with loading(model_fields("stages.clip_score", settings)):
+        clip = load_model_of(args.output)
+    table = search(args.output, args.text, args.k, include_rejected=args.all, clip=clip)
     folder = args.thumbnails or tempfile.mkdtemp(prefix="vidprep-search-")
     paths = write_thumbnails(table, folder)
     shown = table.select(["rank", "clip_id", "score", "caption", "source_uri", "start_s"]

@@ -34,17 +34,15 @@ def log_path(out: Path, run_id: str) -> Path:
 
 
 class ConsoleFilter(logging.Filter):
-    """On the console: vidprep's lines from INFO, everyone else's from ERROR (all of them with -v)."""
+    """On the console: vidprep's lines (all lines with -v). Ray's and the libraries' errors are in
+    the log; what failed reaches the console as vidprep's one-line error when the run stops."""
 
     def __init__(self, verbose: bool):
         super().__init__()
         self.verbose = verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.verbose:
-            return True
-        own = record.name == "vidprep" or record.name.startswith("vidprep.")
-        return record.levelno >= (logging.INFO if own else logging.ERROR)
+        return self.verbose or record.name == "vidprep" or record.name.startswith("vidprep.")
 
 
 def _is_console(handler: logging.Handler) -> bool:
@@ -122,8 +120,11 @@ def worker_output_logged() -> Iterator[None]:
         dispatcher.remove_handler("vidprep_worker_output")
         import functools
 
-        dispatcher.add_handler("ray_print_logs", functools.partial(
-            print_to_stdstream, ignore_prefix=_should_ignore_worker_log_prefix(global_worker)))
+        import ray
+
+        if ray.is_initialized():  # Ray lives on after the run (a caller's cluster): it prints again
+            dispatcher.add_handler("ray_print_logs", functools.partial(
+                print_to_stdstream, ignore_prefix=_should_ignore_worker_log_prefix(global_worker)))
 
 
 @dataclass

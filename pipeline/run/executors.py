@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.run.models import stage_loading
 from pipeline.run.terminal import stdin_detached, worker_setup_hook
 from pipeline.store.faults import crash_point
 from stages.base import Stage
@@ -68,7 +69,8 @@ class SequentialExecutor:
     def execute(self, pending: Path, total: int, stages: list[Stage], writer: Callable) -> Iterator[pa.Table]:
         for stage in stages:
             pin_threads(stage.resources.cpus)
-            stage.setup()
+            with stage_loading(stage):  # a model that cannot load: one line naming its field
+                stage.setup()
         ready: list[pa.Table] = []  # rows wait for the writer like Ray bundles blocks for it
         for batch in pq.ParquetFile(pending).iter_batches(batch_size=self.videos_per_task):
             table = pa.Table.from_batches([batch])
@@ -102,7 +104,8 @@ class _StageActor:
     def __init__(self):
         stage = self.stage
         pin_threads(stage.resources.cpus)
-        stage.setup()
+        with stage_loading(stage):  # a model that cannot load: one line naming its field
+            stage.setup()
         pin_threads(stage.resources.cpus)  # setup may have imported torch
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -114,17 +114,20 @@ def _execute(config: Config, pending: Path, result: RunResult, wave_sizes: dict[
         writer = WaveWriter(str(result.out.resolve()), clips_schema, registry)  # absolute: workers may run elsewhere
         fingerprint = config.fingerprint()
         with executor.worker_output(), progress_lines(counts, interval):
-            for manifest in executor.execute(pending, result.processed, plan, writer):
-                crash_point("manifest")
-                counts.manifest(manifest)
-                for wave_id in tracker.add(manifest):
-                    sources, files = tracker.take(wave_id)
-                    record = commits.commit(wave_id, result.run_id, sources, files, fingerprint)
-                    result.waves += 1
-                    result.clips += record["counts"].get("clips", 0)
-                    counts.committed(result.out, record["files"])
-                    log.info("committed %s: %d videos, %d clips; %s", wave_id, len(sources),
-                             record["counts"].get("clips", 0), counts.line())
+            try:
+                for manifest in executor.execute(pending, result.processed, plan, writer):
+                    crash_point("manifest")
+                    counts.manifest(manifest)
+                    for wave_id in tracker.add(manifest):
+                        sources, files = tracker.take(wave_id)
+                        record = commits.commit(wave_id, result.run_id, sources, files, fingerprint)
+                        result.waves += 1
+                        result.clips += record["counts"].get("clips", 0)
+                        counts.committed(result.out, record["files"])
+                        log.info("committed %s: %d videos, %d clips; %s", wave_id, len(sources),
+                                 record["counts"].get("clips", 0), counts.line())
+            finally:
+                executor.close()  # still inside worker_output: Ray's last lines go to the log too
     finally:
         executor.close()  # an embedded Ray cluster stops with its run, Ctrl-C included
     missing = tracker.incomplete()
