@@ -70,7 +70,10 @@ def run_logging(path: Path, verbose: bool = False) -> Iterator[logging.Handler]:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         root.addHandler(console)
-    import ray.data  # noqa: F401  (its loggers and their console handlers exist from here on)
+    try:
+        import ray.data  # noqa: F401  (its loggers and their console handlers exist from here on)
+    except ImportError:  # the sequential runner works without Ray
+        pass
 
     loggers = [root] + [logging.getLogger(name) for name in RAY_LOGGERS if logging.getLogger(name).handlers]
     filtered = [h for lg in loggers for h in lg.handlers if _is_console(h)]
