@@ -142,8 +142,9 @@ def _run(args) -> int:
                      interval=args.progress_interval)
     except RunInterrupted as stop:
         done = stop.result
-        print(f"vidprep run: interrupted; {done.waves} waves ({done.clips} clips) committed to {args.output} "
-              "by this run; run the same command again to resume", file=sys.stderr)
+        waves = f"{done.waves} wave{'s' if done.waves != 1 else ''} ({done.clips} clips)"
+        print(f"vidprep run: interrupted; {waves} committed to {args.output} by this run; "
+              "run the same command again to resume", file=sys.stderr)
         return 130
     from pipeline.catalog.refilter import format_outcome
 
