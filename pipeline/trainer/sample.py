@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.run.models import loading, model_fields
 from pipeline.trainer.checkpoint import load_config, load_weights, resolve_checkpoint
 from pipeline.trainer.flow import Flow, FlowConfig, guided
 from pipeline.trainer.model import DiT, DiTConfig
@@ -104,7 +105,7 @@ def upsample_prompt(prompt: str, data_out: str | None, model: str | None) -> str
     """The prompt rewritten in the training captions' style by the caption expander (issue 4)."""
     try:
         from stages.expand import upsample
-        from stages.expand import Expand
+        from stages.expand import Expand, expander_for
     except ModuleNotFoundError as err:
         raise RuntimeError(f"--upsample needs the caption expander (stages/models/expander.py): {err}") from None
     settings: dict[str, Any] = {}
@@ -113,7 +114,10 @@ def upsample_prompt(prompt: str, data_out: str | None, model: str | None) -> str
         settings = (json.loads(run.read_text()).get("config", {}).get("stages") or {}).get("expand") or {}
     if model:
         settings = {**settings, "model": model}
-    return upsample(prompt, build(Expand, settings, "stages.expand"))
+    config = build(Expand, settings, "stages.expand")
+    with loading(model_fields("stages.expand", config)):  # a model that cannot load: one line naming it
+        expander_for(config)
+    return upsample(prompt, config)
 
 
 def encode_prompt(prompt: str, meta: dict[str, Any], device: str) -> torch.Tensor:
@@ -123,7 +127,8 @@ def encode_prompt(prompt: str, meta: dict[str, Any], device: str) -> torch.Tenso
     if not meta.get("text_encoder"):
         raise ValueError("the shards' vidprep.latents metadata names no text encoder")
     kwargs = {"max_tokens": meta["text_max_tokens"]} if meta.get("text_max_tokens") else {}
-    encoder = TextEncoder.load(meta["text_encoder"], meta.get("text_kind") or "t5", device, torch.float32, **kwargs)
+    with loading({"stages.encode.text_encoder": meta["text_encoder"]}):  # one line naming it if it cannot load
+        encoder = TextEncoder.load(meta["text_encoder"], meta.get("text_kind") or "t5", device, torch.float32, **kwargs)
     return torch.as_tensor(encoder.encode([prompt])[0], device=device)
 
 
@@ -133,8 +138,9 @@ def load_vae(meta: dict[str, Any], device: str):
     if not meta.get("vae"):
         raise ValueError("the shards' vidprep.latents metadata names no VAE")
     kind = {name: kind for kind, name in KINDS.items()}.get(meta.get("vae_class"), "auto")
-    return VideoVAE.load(meta["vae"], kind, device, torch.float32, subfolder=meta.get("vae_subfolder"),
-                         revision=meta.get("vae_revision"))
+    with loading({"stages.encode.vae": meta["vae"]}):  # one line naming it if it cannot load
+        return VideoVAE.load(meta["vae"], kind, device, torch.float32, subfolder=meta.get("vae_subfolder"),
+                             revision=meta.get("vae_revision"))
 
 
 def latent_shape(buckets: list[dict], bucket: str | None, meta: dict[str, Any], vae) -> tuple[int, ...]:

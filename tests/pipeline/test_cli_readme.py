@@ -154,3 +154,20 @@ def test_a_model_that_cannot_load_is_one_line_naming_it_and_its_field(command, d
     assert len(errors) == 1, done.stderr
     assert errors[0].startswith(f"vidprep {args[0]}: error: stages.expand.model: cannot load model {missing!r}: ")
     assert "Traceback" not in done.stderr
+
+
+def test_sample_names_the_text_encoder_it_cannot_load(demo, tmp_path):
+    """`vidprep sample` loads the encode stage's text encoder (named in the shards' metadata)."""
+    trained = vidprep(["train", "--data", str(demo["pristine"]), "-c", str(REPO / "configs" / "train_baby.yaml"),
+                       "--steps", "1", "-o", str(tmp_path / "results")], tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    text = demo["root"] / "models" / "text"
+    text.rename(tmp_path / "text-moved")
+    try:
+        done = vidprep(["sample", "a fox", "--checkpoint", str(tmp_path / "results"), "--out", "fox.mp4"], tmp_path)
+    finally:
+        (tmp_path / "text-moved").rename(text)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"vidprep sample: error: stages.encode.text_encoder: cannot load model {str(text)!r}: ")
+    assert "Traceback" not in done.stderr
