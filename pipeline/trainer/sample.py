@@ -105,7 +105,7 @@ def upsample_prompt(prompt: str, data_out: str | None, model: str | None) -> str
     """The prompt rewritten in the training captions' style by the caption expander (issue 4)."""
     try:
         from stages.expand import upsample
-        from stages.expand import Expand, expander_for
+        from stages.expand import Expand
     except ModuleNotFoundError as err:
         raise RuntimeError(f"--upsample needs the caption expander (stages/models/expander.py): {err}") from None
     settings: dict[str, Any] = {}
@@ -115,9 +115,8 @@ def upsample_prompt(prompt: str, data_out: str | None, model: str | None) -> str
     if model:
         settings = {**settings, "model": model}
     config = build(Expand, settings, "stages.expand")
-    with loading(model_fields("stages.expand", config)):  # a model that cannot load: one line naming it
-        expander_for(config)
-    return upsample(prompt, config)
+    with loading(model_fields("stages.expand", config)):  # loads the expander: one line naming it if it can't
+        return upsample(prompt, config)
 
 
 def encode_prompt(prompt: str, meta: dict[str, Any], device: str) -> torch.Tensor:
