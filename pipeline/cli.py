@@ -22,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a config value, e.g. stages.split.max_clip_s=8 (repeatable)")
     p.add_argument("--allow-config-change", action="store_true",
                    help="write to an output made with other stage settings")
-    p.add_argument("--no-progress", action="store_true", help="hide Ray Data's progress bars")
+    p.add_argument("--no-progress", action="store_true", help="hide Ray Data's per-stage bars (shown on a terminal)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="also show Ray's and the libraries' lines (always in OUT/logs/<run_id>.log)")
+    p.add_argument("--progress-interval", type=float, default=10.0, metavar="S",
+                   help="seconds between vidprep's progress lines (default 10)")
 
     n = sub.add_parser("plan", help="the run's plan against the cluster (actors, CPUs, GPU shares); exits 2 if it "
                                     "cannot be scheduled")
@@ -128,19 +132,27 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    from pipeline.run.terminal import stdin_detached
+
     try:
-        return {"run": _run, "plan": _plan, "export": _export, "query": _query, "demo-videos": _demo_videos, "demo-models": _demo_models,
-                "bench": _bench, "expand": _expand, "report": _report,
-                "refilter": _refilter, "search": _search, "train": _train, "sample": _sample}[args.command](args)
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as err:
-        print(f"vidprep {args.command}: error: {err}", file=sys.stderr)
+        with stdin_detached():  # vidprep never reads stdin; no child of it may wait on the terminal
+            return {"run": _run, "plan": _plan, "export": _export, "query": _query, "demo-videos": _demo_videos,
+                    "demo-models": _demo_models, "bench": _bench, "expand": _expand, "report": _report,
+                    "refilter": _refilter, "search": _search, "train": _train, "sample": _sample}[args.command](args)
+    except Exception as err:
+        from pipeline.run.models import find_model_error
+
+        shown = find_model_error(err)  # a model that could not load, also from inside a Ray worker
+        if shown is None and not isinstance(err, (ValueError, FileNotFoundError, PermissionError, RuntimeError)):
+            raise
+        print(f"vidprep {args.command}: error: {shown or err}", file=sys.stderr)
         return 2
 
 
 def _run(args) -> int:
     from pipeline.config import load_config
     from pipeline.report.summary import run_summary
-    from pipeline.run.runner import run
+    from pipeline.run.runner import RunInterrupted, run
 
     overrides = list(args.overrides)
     if args.ray_address:
@@ -148,8 +160,16 @@ def _run(args) -> int:
     if args.runner:
         overrides.append(f"run.runner={args.runner}")
     config = load_config(args.config, overrides)  # every field checked before any work
-    result = run(config, args.input, args.output, progress=not args.no_progress,
-                 allow_config_change=args.allow_config_change)
+    try:
+        result = run(config, args.input, args.output, progress=not args.no_progress,
+                     allow_config_change=args.allow_config_change, verbose=args.verbose,
+                     interval=args.progress_interval)
+    except RunInterrupted as stop:
+        done = stop.result
+        waves = f"{done.waves} wave{'s' if done.waves != 1 else ''} ({done.clips} clips)"
+        print(f"vidprep run: interrupted; {waves} committed to {args.output} by this run; "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
     from pipeline.catalog.refilter import format_outcome
 
     print(run_summary(result))
@@ -202,12 +222,9 @@ def _query(args) -> int:
     if args.format == "table":
         text = format_table(table)
     elif args.format == "csv":
-        import pyarrow.csv as pcsv
-        import io
+        from pipeline.report.summary import csv_text
 
-        buffer = io.BytesIO()
-        pcsv.write_csv(table, buffer)
-        text = buffer.getvalue().decode()
+        text = csv_text(table)
     elif args.format == "json":
         import json
 
@@ -260,9 +277,14 @@ def _expand(args) -> int:
 
     from pipeline.run.executors import pin_threads
 
+    from pipeline.run.models import loading, model_fields
+    from stages.expand import Expand, expander_for
+
     config = load_config(args.config, args.overrides)
     stage = config.stages.get("expand")
     pin_threads(stage.resources.cpus if stage else 1)  # unpinned torch threads crawl on busy cores
+    with loading(model_fields("stages.expand", stage or Expand())):
+        expander_for(stage)  # loaded once, kept for expand_prompt
     result = expand_prompt(args.prompt, stage)
     if args.json:
         print(json.dumps({k: getattr(result, k) for k in ("long", "short", "status", "reason", "attempts")},
@@ -329,6 +351,7 @@ def _refilter(args) -> int:
 
 
 def _search(args) -> int:
+    import json
     import tempfile
 
     import pyarrow as pa
@@ -336,7 +359,14 @@ def _search(args) -> int:
     from pipeline.report.summary import format_table
     from pipeline.catalog.search import search, write_thumbnails
 
-    table = search(args.output, args.text, args.k, include_rejected=args.all)
+    from pipeline.catalog.search import load_model_of
+    from pipeline.run.models import loading, model_fields
+
+    run_json = Path(args.output) / "run.json"
+    settings = json.loads(run_json.read_text())["config"]["stages"].get("clip_score") if run_json.exists() else None
+    with loading(model_fields("stages.clip_score", settings)):
+        clip = load_model_of(args.output)
+    table = search(args.output, args.text, args.k, include_rejected=args.all, clip=clip)
     folder = args.thumbnails or tempfile.mkdtemp(prefix="vidprep-search-")
     paths = write_thumbnails(table, folder)
     shown = table.select(["rank", "clip_id", "score", "caption", "source_uri", "start_s"]

@@ -38,7 +38,7 @@ def measure(count: int, folder: Path) -> dict:
     for i in range(count):
         (inputs / f"empty-{i:07d}.mp4").touch()
     proc = subprocess.run([sys.executable, "-c", CHILD, str(inputs), str(folder / f"out-{count}")],
-                          capture_output=True, text=True, check=True)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -170,7 +170,7 @@ def scenedetect_cli(path: str, outdir: str) -> list[int]:
     csv_path = Path(outdir) / "scenes.csv"
     csv_path.unlink(missing_ok=True)  # never parse a previous repeat's file
     cmd = [*_scenedetect_exe(), *(a.format(video=path, outdir=outdir) for a in CLI_ARGS)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not csv_path.is_file():
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return parse_scenes_csv(csv_path.read_text())

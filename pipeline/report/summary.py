@@ -66,3 +66,35 @@ def run_summary(result) -> str:
     lines = [f"vidprep run {result.run_id} → {result.out}"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
     return "\n".join(lines)
+
+
+def csv_text(table: pa.Table) -> str:
+    """CSV of a query result; list, struct and map columns as JSON text (CSV has no nested types),
+    binary cells as base64 (like `--format json`)."""
+    import base64
+    import io
+    import json
+
+    import pyarrow.csv as pcsv
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return base64.b64encode(value).decode()
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+    nested = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list, pa.types.is_struct,
+              pa.types.is_map, pa.types.is_binary, pa.types.is_large_binary)
+    columns = []
+    for column in table.columns:
+        if any(test(column.type) for test in nested):
+            texts = [None if v is None else (plain(v) if isinstance(v, bytes) else json.dumps(plain(v)))
+                     for v in column.to_pylist()]
+            column = pa.array(texts, pa.string())
+        columns.append(column)
+    buffer = io.BytesIO()
+    pcsv.write_csv(pa.table(columns, names=table.column_names), buffer)
+    return buffer.getvalue().decode()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import sys
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from pipeline.store.ownership import claim_output
 from pipeline.run.registry import committed_owners
 from pipeline.run.listing import list_sources
 from pipeline.run.plan import fit as fit_plan
+from pipeline.run.console import Progress, log_path, progress_lines, run_logging
+from pipeline.run.terminal import exit_on_second_interrupt, stdin_detached
 from pipeline.typed import ConfigError
 from pipeline.run.waves import WaveTracker
 from schemas.catalog import CLIPS, extend
@@ -50,31 +53,50 @@ class RunResult:
     decisions: Any = None  # the end-of-run status pass (near-duplicates), pipeline.catalog.refilter.Outcome
 
 
+class RunInterrupted(Exception):
+    """Ctrl-C during a run: what was committed before it (`result`); a rerun resumes from there."""
+
+    def __init__(self, result: RunResult):
+        super().__init__(f"interrupted after {result.waves} committed waves")
+        self.result = result
+
+
 def run(config: Config, source: str, output: str | Path, *, progress: bool = True,
-        allow_config_change: bool = False) -> RunResult:
+        allow_config_change: bool = False, verbose: bool = False, interval: float = 10.0) -> RunResult:
+    """One run. `progress`: Ray Data's per-stage bars, on a terminal only; `verbose`: Ray's and the
+    libraries' lines on the console too (they always go to OUT/logs/<run_id>.log); `interval`:
+    seconds between vidprep's progress lines."""
     out = Path(output).absolute()  # the pending table and staged files are read and written by workers
     if "://" not in source:  # a local input: workers in other folders get absolute source paths
         source = str(Path(source).absolute())
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + secrets.token_hex(3)
+    result = RunResult(run_id=run_id, out=out)
     claim_output(out, source)  # refuses a folder that is not vidprep's or overlaps the input, before any write
-    with OutputLock(out):
-        commits = CommitLog(out)
-        result = RunResult(run_id=run_id, out=out, recovered=commits.recover())
-        _check_fingerprint(commits, config, allow_config_change)
-        pending = out / STAGING / f"pending-{run_id}.parquet"
-        wave_sizes, result.listed, result.skipped = write_pending(
-            pending, list_sources(source, config.input.extensions, config.input.recursive,
-                                  config.input.follow_symlinks),
-            commits.committed_sources(), config.run.wave_size, run_id)
-        result.processed = sum(wave_sizes.values())
-        log.info("%d sources listed, %d already committed, %d to process in %d waves",
-                 result.listed, result.skipped, result.processed, len(wave_sizes))
-        if result.processed:
-            _execute(config, pending, result, wave_sizes, commits, progress)
-        pending.unlink(missing_ok=True)
-        result.wall_s = time.time() - started
-        _write_run_json(out, config, result, started)
+    try:
+        # vidprep reads nothing from a terminal; a child that does (scenedetect's ffmpeg probe) would hang
+        # the run, so every process started during it (the embedded Ray cluster included) gets /dev/null.
+        with stdin_detached(), OutputLock(out), run_logging(log_path(out, run_id), verbose):
+            commits = CommitLog(out)
+            result.recovered = commits.recover()
+            _check_fingerprint(commits, config, allow_config_change)
+            pending = out / STAGING / f"pending-{run_id}.parquet"
+            wave_sizes, result.listed, result.skipped = write_pending(
+                pending, list_sources(source, config.input.extensions, config.input.recursive,
+                                      config.input.follow_symlinks),
+                commits.committed_sources(), config.run.wave_size, run_id)
+            result.processed = sum(wave_sizes.values())
+            log.info("%d sources listed, %d already committed, %d to process in %d waves (log: %s)",
+                     result.listed, result.skipped, result.processed, len(wave_sizes), log_path(out, run_id))
+            if result.processed:
+                bars = progress and sys.stderr.isatty()  # off a terminal Ray's bars are a 20-line dump
+                _execute(config, pending, result, wave_sizes, commits, bars, interval)
+            pending.unlink(missing_ok=True)
+            result.wall_s = time.time() - started
+            _write_run_json(out, config, result, started)
+    except KeyboardInterrupt:
+        exit_on_second_interrupt()
+        raise RunInterrupted(result) from None
     from pipeline.catalog.refilter import after_run
 
     result.decisions = after_run(out, config)  # near-duplicates need every committed clip: after the commits
@@ -82,28 +104,39 @@ def run(config: Config, source: str, output: str | Path, *, progress: bool = Tru
 
 
 def _execute(config: Config, pending: Path, result: RunResult, wave_sizes: dict[str, int],
-             commits: CommitLog, progress: bool) -> None:
+             commits: CommitLog, bars: bool, interval: float) -> None:
     if config.run.runner == "ray":
         executor = RayExecutor(config.run.ray_address, config.run.num_cpus, config.run.videos_per_task,
-                               config.run.writer_rows, progress, config.run.task_retries, config.run.actor_restarts,
+                               config.run.writer_rows, bars, config.run.task_retries, config.run.actor_restarts,
                                config.run.wave_size)
     else:
         executor = SequentialExecutor(config.run.videos_per_task, config.run.writer_rows)
     tracker = WaveTracker(wave_sizes)
+    counts = Progress(listed=result.processed)
     plan = config.plan()
-    fit_plan(plan, executor.cluster())  # gpus: auto → shares; an unschedulable plan stops here, not in a hang
     clips_schema = extend(CLIPS, [f for stage in plan for f in stage.catalog_fields])
-    registry = executor.registry(committed_owners(result.out))
-    writer = WaveWriter(str(result.out.resolve()), clips_schema, registry)  # absolute: workers may run elsewhere
-    fingerprint = config.fingerprint()
-    for manifest in executor.execute(pending, result.processed, plan, writer):
-        crash_point("manifest")
-        for wave_id in tracker.add(manifest):
-            sources, files = tracker.take(wave_id)
-            record = commits.commit(wave_id, result.run_id, sources, files, fingerprint)
-            result.waves += 1
-            result.clips += record["counts"].get("clips", 0)
-            log.info("committed %s: %d videos, %d clips", wave_id, len(sources), record["counts"].get("clips", 0))
+    try:
+        fit_plan(plan, executor.cluster())  # gpus: auto → shares; an unschedulable plan stops here, not in a hang
+        registry = executor.registry(committed_owners(result.out))
+        writer = WaveWriter(str(result.out.resolve()), clips_schema, registry)  # absolute: workers may run elsewhere
+        fingerprint = config.fingerprint()
+        with executor.worker_output(), progress_lines(counts, interval):
+            try:
+                for manifest in executor.execute(pending, result.processed, plan, writer):
+                    crash_point("manifest")
+                    counts.manifest(manifest)
+                    for wave_id in tracker.add(manifest):
+                        sources, files = tracker.take(wave_id)
+                        record = commits.commit(wave_id, result.run_id, sources, files, fingerprint)
+                        result.waves += 1
+                        result.clips += record["counts"].get("clips", 0)
+                        counts.committed(result.out, record["files"])
+                        log.info("committed %s: %d videos, %d clips; %s", wave_id, len(sources),
+                                 record["counts"].get("clips", 0), counts.line())
+            finally:
+                executor.close()  # still inside worker_output: Ray's last lines go to the log too
+    finally:
+        executor.close()  # an embedded Ray cluster stops with its run, Ctrl-C included
     missing = tracker.incomplete()
     if missing:  # a bug, not bad input: every source must come back as at least one row
         raise RuntimeError(f"waves not complete after the plan finished: {missing}")

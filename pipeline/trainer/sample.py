@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.run.models import loading, model_fields
 from pipeline.trainer.checkpoint import load_config, load_weights, resolve_checkpoint
 from pipeline.trainer.flow import Flow, FlowConfig, guided
 from pipeline.trainer.model import DiT, DiTConfig
@@ -113,7 +114,9 @@ def upsample_prompt(prompt: str, data_out: str | None, model: str | None) -> str
         settings = (json.loads(run.read_text()).get("config", {}).get("stages") or {}).get("expand") or {}
     if model:
         settings = {**settings, "model": model}
-    return upsample(prompt, build(Expand, settings, "stages.expand"))
+    config = build(Expand, settings, "stages.expand")
+    with loading(model_fields("stages.expand", config)):  # loads the expander: one line naming it if it can't
+        return upsample(prompt, config)
 
 
 def encode_prompt(prompt: str, meta: dict[str, Any], device: str) -> torch.Tensor:
@@ -126,9 +129,10 @@ def encode_prompt(prompt: str, meta: dict[str, Any], device: str) -> torch.Tenso
            meta.get("text_revision"), meta.get("text_max_tokens"), str(device))
     if key not in _TEXT_ENCODERS:  # T5-XXL takes minutes to load: once per process, not per prompt
         kwargs = {"max_tokens": meta["text_max_tokens"]} if meta.get("text_max_tokens") else {}
-        _TEXT_ENCODERS[key] = TextEncoder.load(meta["text_encoder"], key[1], device, torch.float32,
-                                               revision=meta.get("text_revision"), subfolder=meta.get("text_subfolder"),
-                                               **kwargs)
+        with loading({"stages.encode.text_encoder": meta["text_encoder"]}):  # one line naming it if it cannot load
+            _TEXT_ENCODERS[key] = TextEncoder.load(meta["text_encoder"], key[1], device, torch.float32,
+                                                   revision=meta.get("text_revision"),
+                                                   subfolder=meta.get("text_subfolder"), **kwargs)
     return torch.as_tensor(_TEXT_ENCODERS[key].encode([prompt])[0], device=device)
 
 
@@ -141,8 +145,9 @@ def load_vae(meta: dict[str, Any], device: str):
     if not meta.get("vae"):
         raise ValueError("the shards' vidprep.latents metadata names no VAE")
     kind = {name: kind for kind, name in KINDS.items()}.get(meta.get("vae_class"), "auto")
-    return VideoVAE.load(meta["vae"], kind, device, None, subfolder=meta.get("vae_subfolder"),
-                         revision=meta.get("vae_revision"))
+    with loading({"stages.encode.vae": meta["vae"]}):  # one line naming it if it cannot load
+        return VideoVAE.load(meta["vae"], kind, device, None, subfolder=meta.get("vae_subfolder"),
+                             revision=meta.get("vae_revision"))
 
 
 def latent_shape(buckets: list[dict], bucket: str | None, meta: dict[str, Any], vae) -> tuple[int, ...]:

@@ -236,9 +236,9 @@ def run_ray(config: TrainConfig, num_workers: int, address: str | None = None, u
 
     config.data.path = str(Path(config.data.path).resolve())
     config.train.results = str(Path(config.train.results).resolve())
-    if address is None and not ray.is_initialized():  # a new local instance, never a stray one on this machine
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
-    init_ray(address, None)  # a cluster: vidprep's code shipped to its workers
+    # A new local instance (never a stray one on this machine), or a cluster with vidprep's code shipped
+    # to its workers; either way no worker gets a terminal as stdin (pipeline/run/terminal.py).
+    init_ray(address, None)
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
     trainer = TorchTrainer(_ray_worker, train_loop_config={"config": to_dict(config)},
