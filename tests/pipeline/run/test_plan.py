@@ -83,6 +83,7 @@ def default_with_tiny_models(m: dict[str, str]) -> list[str]:
     """configs/default.yaml as shipped, with only its model references pointed at the tiny local models."""
     return [f"stages.clip_score.model=vidprep-tiny-vit", f"stages.clip_score.model_config={m['clip_config']}",
             f"stages.clip_score.pretrained={m['clip']}", f"stages.clip_score.aesthetic={m['clip_aesthetic']}",
+            f"stages.clip_score.aesthetic_clip=vidprep-tiny-vit/{m['clip']}",  # the tiny head's own CLIP
             f"stages.caption.model={m['vlm']}", f"stages.expand.model={m['llm']}",
             "stages.expand.clip_model=vidprep-tiny-vit", f"stages.expand.clip_model_config={m['clip_config']}",
             f"stages.expand.clip_pretrained={m['clip']}",
@@ -99,6 +100,11 @@ def test_default_config_runs_to_the_end_on_a_one_gpu_node(tiny_models, corpus_di
 
     ray.init(address="local", num_cpus=16, num_gpus=1, include_dashboard=False)  # a 1-GPU workstation
     try:
+        fixed = [f"stages.{n}.resources.gpus=1" for n in ("clip_score", "caption", "expand", "encode")]
+        stuck = load_config(DEFAULT, default_with_tiny_models(tiny_models) + fixed)  # the old default's shares
+        with pytest.raises(ConfigError, match="the actor pools need 4 GPUs together"):
+            run(stuck, corpus_dir, tmp_path / "refused", progress=False)  # stops at start instead of hanging
+        assert not list((tmp_path / "refused").glob("_commits/*.json"))
         config = load_config(DEFAULT, default_with_tiny_models(tiny_models) + ["run.wave_size=2"])
         result = run(config, corpus_dir, tmp_path / "out", progress=False)
         stages = {s.name: s.resources for s in config.plan()}
