@@ -99,3 +99,17 @@ def json_llm(tiny_llm, tmp_path_factory) -> str:
     if (folder / "config.json").exists():
         return str(folder)
     return llm.fit_reply(tiny_llm, folder, llm.TAUGHT_REPLY, llm.TAUGHT_SYSTEM)
+
+
+@pytest.fixture(scope="session")
+def demo_material(tmp_path_factory) -> dict[str, Path]:
+    """The demo as `make demo` makes it: its synthetic videos, its tiny models, configs/demo.yaml pointed at them."""
+    from pipeline.kit.synth import write_demo_videos
+    from pipeline.kit.tiny import build_all
+
+    root = tmp_path_factory.mktemp("demo")
+    write_demo_videos(root / "videos")
+    build_all(root / "models")
+    config = root / "demo.yaml"
+    config.write_text(DEMO_YAML.read_text().replace("demo/models", str(root / "models")))
+    return {"root": root, "videos": root / "videos", "config": config}

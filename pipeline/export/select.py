@@ -25,10 +25,11 @@ def select_clips(out: str | Path, where: str | None, caption: str) -> pa.Table:
     bucket = "c.bucket" if "bucket" in columns else "NULL"
     scores = [c for c in columns if c.startswith("clip_") and c not in ("clip_id", "clip_index", "clip_embedding")]
     picked = ", ".join(f"c.{c}" for c in FIXED + scores)
-    condition = where if where else "c.status = 'accepted'"
+    condition = where if where else "status = 'accepted'"  # over the clips view alone: no ambiguous names
     sql = (f"SELECT {picked}, coalesce(v.rotation, 0) AS rotation, {bucket} AS bucket, {text} AS caption "
-           f"FROM clips c LEFT JOIN videos v USING (video_id) WHERE {condition} "
-           "ORDER BY c.source_uri, c.start_frame")
+           f"FROM (SELECT * FROM clips WHERE {condition}) c "
+           "LEFT JOIN (SELECT video_id, any_value(rotation) AS rotation FROM videos GROUP BY video_id) v "
+           "USING (video_id) ORDER BY c.source_uri, c.start_frame")
     return arrow(con.sql(sql))
 
 

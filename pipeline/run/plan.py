@@ -100,10 +100,13 @@ def check(stages: list[Stage], cluster: Cluster) -> list[str]:
     return problems
 
 
-def fit(stages: list[Stage], cluster: Cluster) -> None:
-    """assign_auto_gpus, then raise a ConfigError listing every problem if the plan can't be scheduled."""
+def fit(stages: list[Stage], cluster: Cluster, *, scheduled: bool = True) -> None:
+    """assign_auto_gpus, then raise a ConfigError listing every problem if the plan can't be scheduled.
+
+    `scheduled=False` (the sequential runner: every stage in this process, nothing to wait for) only
+    assigns the auto shares; a GPU asked for and not found is device_for's warning there."""
     assign_auto_gpus(stages, cluster)
-    problems = check(stages, cluster)
+    problems = check(stages, cluster) if scheduled else []
     if problems:
         raise ConfigError("the plan does not fit the cluster "
                           f"({cluster.cpus:g} CPUs, {cluster.gpus:g} GPUs):\n  " + "\n  ".join(problems))

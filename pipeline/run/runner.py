@@ -116,7 +116,8 @@ def _execute(config: Config, pending: Path, result: RunResult, wave_sizes: dict[
     plan = config.plan()
     clips_schema = extend(CLIPS, [f for stage in plan for f in stage.catalog_fields])
     try:
-        fit_plan(plan, executor.cluster())  # gpus: auto → shares; an unschedulable plan stops here, not in a hang
+        # gpus: auto → shares; a plan Ray could never schedule stops here, not in a hang
+        fit_plan(plan, executor.cluster(), scheduled=config.run.runner == "ray")
         registry = executor.registry(committed_owners(result.out))
         writer = WaveWriter(str(result.out.resolve()), clips_schema, registry)  # absolute: workers may run elsewhere
         fingerprint = config.fingerprint()

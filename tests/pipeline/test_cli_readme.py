@@ -60,21 +60,14 @@ def test_the_readme_has_the_commands_this_test_runs():
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> dict[str, Path]:
+def demo(tmp_path_factory, demo_material) -> dict[str, Path]:
     """The demo's videos, tiny models, config, and one output made from them (sequential runner)."""
-    from pipeline.kit.synth import write_demo_videos
-    from pipeline.kit.tiny import build_all
-
-    root = tmp_path_factory.mktemp("readme")
-    write_demo_videos(root / "videos")
-    build_all(root / "models")
-    config = root / "demo.yaml"
-    config.write_text((REPO / "configs" / "demo.yaml").read_text().replace("demo/models", str(root / "models")))
-    done = vidprep(["run", "-c", str(config), "-i", str(root / "videos"), "-o", str(root / "out"),
-                    "--runner", "sequential"], root)
+    root, config, videos = tmp_path_factory.mktemp("readme"), demo_material["config"], demo_material["videos"]
+    done = vidprep(["run", "-c", str(config), "-i", str(videos), "-o", str(root / "out"), "--runner", "sequential"], root)
     assert done.returncode == 0, done.stderr[-3000:]
     shutil.copytree(root / "out", root / "pristine")
-    return {"root": root, "videos": root / "videos", "config": config, "out": root / "out", "pristine": root / "pristine"}
+    return {"root": root, "videos": videos, "config": config, "out": root / "out", "pristine": root / "pristine",
+            "models": demo_material["root"] / "models"}
 
 
 def vidprep(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -161,7 +154,7 @@ def test_sample_names_the_text_encoder_it_cannot_load(demo, tmp_path):
     trained = vidprep(["train", "--data", str(demo["pristine"]), "-c", str(REPO / "configs" / "train_baby.yaml"),
                        "--steps", "1", "-o", str(tmp_path / "results")], tmp_path)
     assert trained.returncode == 0, trained.stderr[-2000:]
-    text = demo["root"] / "models" / "text"
+    text = demo["models"] / "text"
     text.rename(tmp_path / "text-moved")
     try:
         done = vidprep(["sample", "a fox", "--checkpoint", str(tmp_path / "results"), "--out", "fox.mp4"], tmp_path)

@@ -25,17 +25,8 @@ STAGES = ("pending", "probe", "split", "clip_score", "filter", "caption", "expan
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> dict[str, Path]:
-    """The demo: its synthetic videos, its tiny models, configs/demo.yaml pointed at them."""
-    from pipeline.kit.synth import write_demo_videos
-    from pipeline.kit.tiny import build_all
-
-    root = tmp_path_factory.mktemp("demo")
-    write_demo_videos(root / "videos")
-    build_all(root / "models")
-    config = root / "demo.yaml"
-    config.write_text((REPO / "configs" / "demo.yaml").read_text().replace("demo/models", str(root / "models")))
-    return {"root": root, "videos": root / "videos", "config": config}
+def demo(demo_material) -> dict[str, Path]:
+    return demo_material
 
 
 @pytest.fixture(scope="module")

@@ -105,13 +105,10 @@ def test_default_config_runs_to_the_end_on_a_one_gpu_node(tiny_models, corpus_di
         with pytest.raises(ConfigError, match="the actor pools need 4 GPUs together"):
             run(stuck, corpus_dir, tmp_path / "refused", progress=False)  # stops at start instead of hanging
         assert not list((tmp_path / "refused").glob("_commits/*.json"))
-        config = load_config(DEFAULT, default_with_tiny_models(tiny_models) + ["run.wave_size=2"])
-        result = run(config, corpus_dir, tmp_path / "out", progress=False)
-        stages = {s.name: s.resources for s in config.plan()}
+        gpus_used = _default_run_uses(tiny_models, corpus_dir, tmp_path / "out")
     finally:
         ray.shutdown()
-    assert result.waves == 2 and result.processed == 3
-    assert sum(stages[n].gpus * stages[n].concurrency for n in ("clip_score", "caption", "expand", "encode")) == 1
+    assert gpus_used == 1
 
 
 @pytest.mark.ray
@@ -122,11 +119,17 @@ def test_default_config_runs_to_the_end_on_an_eight_gpu_node_using_all_eight(tin
 
     ray.init(address="local", num_cpus=96, num_gpus=8, include_dashboard=False)  # an 8-GPU node
     try:
-        config = load_config(DEFAULT, default_with_tiny_models(tiny_models) + ["run.wave_size=2"])
-        result = run(config, corpus_dir, tmp_path / "out", progress=False)
-        stages = {s.name: s.resources for s in config.plan()}
+        assert _default_run_uses(tiny_models, corpus_dir, tmp_path / "out", caption_actors=4) == 8
     finally:
         ray.shutdown()
-    assert result.waves == 2 and result.processed == 3
-    assert sum(stages[n].gpus * stages[n].concurrency for n in ("clip_score", "caption", "expand", "encode")) == 8
-    assert stages["caption"].concurrency == 4
+
+
+def _default_run_uses(tiny_models, corpus_dir, out, caption_actors: int = 1) -> float:
+    """Run the default config on the Ray started by the test; the GPUs its actor pools were given."""
+    from pipeline.run.runner import run
+
+    config = load_config(DEFAULT, default_with_tiny_models(tiny_models) + ["run.wave_size=2"])
+    result = run(config, corpus_dir, out, progress=False)
+    stages = {s.name: s.resources for s in config.plan()}
+    assert result.waves == 2 and result.processed == 3 and stages["caption"].concurrency == caption_actors
+    return sum(stages[n].gpus * stages[n].concurrency for n in ("clip_score", "caption", "expand", "encode"))
