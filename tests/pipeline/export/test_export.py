@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.catalog import connect
+from pipeline.catalog import arrow, connect
 from pipeline.config import load_config
 from pipeline.export.clips import ExportOptions
 from pipeline.export.runner import export
@@ -71,7 +71,9 @@ def test_each_file_is_exactly_its_frames_in_presentation_order(output, tmp_path)
         frames = decoded(tmp_path / "clips" / f"{clip_id}.mp4")
         assert len(frames) == end - start
         assert [read_index(f) for f in frames] == list(range(start, end))
-        assert (tmp_path / "clips" / f"{clip_id}.txt").exists()
+        row = arrow(connect(output).sql(f"SELECT * FROM clips WHERE clip_id = '{clip_id}'")).to_pylist()[0]
+        caption = row.get("caption_long") or row.get("caption_dense") or ""  # what --caption long falls back to
+        assert (tmp_path / "clips" / f"{clip_id}.txt").read_text().strip() == caption
     manifest = [json.loads(line) for line in (tmp_path / "clips" / "metadata.jsonl").read_text().splitlines()]
     assert sorted(r["clip_id"] for r in manifest) == sorted(c[0] for c in clips)
     assert (tmp_path / "clips" / "metadata.csv").read_text().startswith("clip_id,")
@@ -95,6 +97,12 @@ def test_resampled_and_resized(output, tmp_path):
         "SELECT start_frame, end_frame, clip_id FROM clips WHERE status = 'accepted' ORDER BY start_frame").fetchall()[0]
     frames = decoded(tmp_path / "small" / f"{clip_id}.mp4")
     assert frames[0].shape == (48, 80, 3) and len(frames) == (end - start) // 2
+    import av
+
+    with av.open(str(tmp_path / "small" / f"{clip_id}.mp4")) as container:
+        stream = container.streams.video[0]
+        assert float(stream.average_rate) == 12.0
+        assert abs(float(stream.duration * stream.time_base) - len(frames) / 12) < 0.1
     assert [read_index(np.repeat(np.repeat(f, 2, 0), 2, 1)) for f in frames] == list(range(start, end, 2))[:len(frames)]
 
 
