@@ -56,6 +56,10 @@ class Stage:
 
     # Relative GPU time per row when `resources.gpus` is auto: how GPUs are shared between model stages.
     gpu_cost: ClassVar[float] = 1.0
+    # Fields that may name a local file or folder (a model reference): resolve_local_paths makes them
+    # absolute. Only these: an enum value or a column name must never turn into a path by accident.
+    path_fields: ClassVar[tuple[str, ...]] = ("model", "pretrained", "model_config", "aesthetic", "vae",
+                                              "text_encoder", "clip_model", "clip_pretrained", "clip_model_config")
 
     resources: Resources = field(default_factory=Resources)
 
@@ -71,7 +75,8 @@ class Stage:
         """
         for spec in fields(self):
             value = getattr(self, spec.name)
-            if not isinstance(value, str) or not value or "://" in value or os.path.isabs(value):
+            if spec.name not in self.path_fields or not isinstance(value, str) or not value or "://" in value \
+                    or os.path.isabs(value):
                 continue
             prefix, rest = ("local-dir:", value[len("local-dir:"):]) if value.startswith("local-dir:") else ("", value)
             if ":" in rest.split("/")[0] or os.path.isabs(rest) or not (cwd / rest).exists():

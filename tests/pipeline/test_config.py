@@ -78,3 +78,14 @@ def test_scheduling_and_watchdog_settings_leave_the_fingerprint_alone():
     base = load_config(None).fingerprint()
     assert load_config(None, ["stages.split.decode_stall_s=30", "stages.split.resources.cpus=2"]).fingerprint() == base
     assert load_config(None, ["stages.split.min_clip_s=3"]).fingerprint() != base
+
+
+def test_model_paths_become_absolute_and_nothing_else_does(tmp_path, monkeypatch):
+    (tmp_path / "models" / "vlm").mkdir(parents=True)
+    (tmp_path / "video").mkdir()  # a folder named like caption.input_mode's value
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, ["stages.caption.model=models/vlm", "stages.caption.input_mode=video"])
+    assert config.stages["caption"].model == str(tmp_path / "models" / "vlm")  # workers run elsewhere
+    assert config.stages["caption"].input_mode == "video"
+    assert load_config(None, ["stages.caption.model=Qwen/Qwen3-VL-8B-Instruct"]).stages["caption"].model \
+        == "Qwen/Qwen3-VL-8B-Instruct"  # a hub id stays one
