@@ -112,6 +112,17 @@ def fit(stages: list[Stage], cluster: Cluster, *, scheduled: bool = True) -> Non
                           f"({cluster.cpus:g} CPUs, {cluster.gpus:g} GPUs):\n  " + "\n  ".join(problems))
 
 
+def plan_record(stages: list[Stage]) -> list[dict]:
+    """Each stage as it was scheduled (run.json): actors, CPUs, GPU share, batch size, the device it asked for.
+
+    The device a worker really used is in the run's log (`stage caption: device cuda`, or the warning
+    that it found no CUDA); this is what the plan gave it."""
+    return [{"stage": s.name, "runs_as": "actor pool" if s.needs_actor else "task",
+             "actors": _actors(s) if s.needs_actor else s.resources.concurrency, "cpus": s.resources.cpus,
+             "gpus": _gpus(s), "batch_size": s.resources.batch_size,
+             "device": "cuda" if _gpus(s) > 0 else "cpu", "dtype": getattr(s, "dtype", None)} for s in stages]
+
+
 def table(stages: list[Stage], cluster: Cluster) -> str:
     """The plan as a text table: stage, kind, actors, CPUs, GPU share, batch size, model."""
     rows = [("stage", "runs as", "actors", "cpus", "gpus", "batch", "model")]

@@ -26,7 +26,7 @@ from pipeline.store.faults import crash_point
 from pipeline.store.ownership import claim_output
 from pipeline.run.registry import committed_owners
 from pipeline.run.listing import list_sources
-from pipeline.run.plan import fit as fit_plan
+from pipeline.run.plan import fit as fit_plan, plan_record
 from pipeline.run.console import Progress, log_path, progress_lines, run_logging
 from pipeline.run.terminal import exit_on_second_interrupt, stdin_detached
 from pipeline.typed import ConfigError
@@ -51,6 +51,7 @@ class RunResult:
     recovered: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
     decisions: Any = None  # the end-of-run status pass (near-duplicates), pipeline.catalog.refilter.Outcome
+    plan: list[dict[str, Any]] = field(default_factory=list)  # each stage as scheduled (run.json's "plan")
 
 
 class RunInterrupted(Exception):
@@ -118,6 +119,7 @@ def _execute(config: Config, pending: Path, result: RunResult, wave_sizes: dict[
     try:
         # gpus: auto → shares; a plan Ray could never schedule stops here, not in a hang
         fit_plan(plan, executor.cluster(), scheduled=config.run.runner == "ray")
+        result.plan = plan_record(plan)
         registry = executor.registry(committed_owners(result.out))
         writer = WaveWriter(str(result.out.resolve()), clips_schema, registry)  # absolute: workers may run elsewhere
         fingerprint = config.fingerprint()
@@ -202,7 +204,7 @@ def _write_run_json(out: Path, config: Config, result: RunResult, started: float
         "config": config.as_dict(), "config_fingerprint": config.fingerprint(), "versions": versions(),
         "counts": {"listed": result.listed, "skipped_committed": result.skipped, "processed": result.processed,
                    "waves_committed": result.waves, "clips_committed": result.clips, "catalog_totals": totals},
-        "recovered": result.recovered, "host": platform.node(),
+        "recovered": result.recovered, "host": platform.node(), "plan": result.plan,
     }
     atomic_write_json(out / "run.json", info)
     (out / "_runs").mkdir(exist_ok=True)

@@ -2,6 +2,7 @@
 declared GPUs (Ray started with num_gpus=N on this CPU machine, the shape a GPU user runs)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -132,4 +133,7 @@ def _default_run_uses(tiny_models, corpus_dir, out, caption_actors: int = 1) -> 
     result = run(config, corpus_dir, out, progress=False)
     stages = {s.name: s.resources for s in config.plan()}
     assert result.waves == 2 and result.processed == 3 and stages["caption"].concurrency == caption_actors
+    recorded = {p["stage"]: p for p in json.loads((out / "run.json").read_text())["plan"]}  # what a user reads
+    assert (recorded["caption"]["gpus"], recorded["caption"]["actors"]) == (stages["caption"].gpus, caption_actors)
+    assert recorded["caption"]["device"] == "cuda" and recorded["split"] == {**recorded["split"], "device": "cpu"}
     return sum(stages[n].gpus * stages[n].concurrency for n in ("clip_score", "caption", "expand", "encode"))
