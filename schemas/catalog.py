@@ -30,6 +30,7 @@ VIDEOS = pa.schema(
         pa.field("rotation", pa.int32()),  # degrees counter-clockwise from the display matrix
         pa.field("has_audio", pa.bool_()),
         pa.field("stream_index", pa.int32()),  # the container stream decoded (probe's choice among video streams)
+        pa.field("decoder", pa.string()),  # decord | pyav: split's reader, whose frame k every later read uses
         pa.field("cuts", pa.list_(pa.int64())),  # detected cut frames: first frame of each new scene
         pa.field("num_clips", pa.int32()),
         pa.field("wave_id", pa.string(), nullable=False),

@@ -1,7 +1,9 @@
 """Stage `encode` (1:1 clip → clip + latents, GPU actor): VAE latents and text embeddings for training.
 
-Accepted clips only: each goes to its bucket (`_buckets`), decord decodes just
-the frames it needs at the bucket's resize size, a diffusers VAE encodes
+Accepted clips only: each goes to its bucket (`_buckets`), FFmpeg decodes just
+the frames it needs at the bucket's resize size, seeking to the clip's first
+frame by the presentation time split recorded (`stages/video/decode.py`: frame
+k is split's frame k on every container), a diffusers VAE encodes
 same-bucket clips in batches, and the normalised posterior mean (log-variance
 optional) leaves as raw C-order bytes plus a shape. caption_long/caption_short,
 when an earlier stage wrote them, are embedded by the configured text encoder.
@@ -19,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from stages.video.buckets import Bucket, assign, centre_crop, frame_indices, parse_ratio, resize_for
-from stages.video.frames import read_frames
+from stages.video.decode import read_frames
 from stages.video.source import SourceError, local_copy
 from stages.video.watchdog import bounded
 from stages.base import Stage, require
@@ -107,7 +109,7 @@ class Encode(Stage):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_inputs(batch)
-        rows = batch.select(list(self.inputs)).to_pylist()
+        rows = batch.select(list(self.inputs) + [c for c in ("start_s",) if c in batch.column_names]).to_pylist()
         out: list[dict[str, Any]] = [{} for _ in rows]
         status = batch.column("status").to_pylist()
         reason = batch.column("reason").to_pylist() if "reason" in batch.column_names else [None] * len(rows)
@@ -171,7 +173,8 @@ class Encode(Stage):
         indices = frame_indices(row["start_frame"], row["end_frame"], row["fps"], bucket.frames, self.target_fps)
         with local_copy(video["source_uri"]) as path:
             threads = max(1, int(self.resources.cpus))
-            frames = bounded(lambda: read_frames(path, indices, width, height, threads, video["stream_index"]),
+            anchor = (row["start_frame"], row["start_s"]) if row.get("start_s") is not None else None
+            frames = bounded(lambda: read_frames(path, indices, width, height, threads, video["stream_index"], anchor),
                              self.decode_stall_s, f"frames {indices[0]}-{indices[-1]}")
         return np.ascontiguousarray(centre_crop(frames, bucket))
 

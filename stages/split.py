@@ -1,7 +1,11 @@
 """Stage `split` (1:N video → clips, CPU task): scene detection on one decode pass.
 
-decord decodes each source once, downscaled inside the decoder (short side →
-`decode_short_side`); every frame goes to a PySceneDetect detector as BGR.
+Each source is decoded once, downscaled in the decoder (short side →
+`decode_short_side`), by the reader `stages/video/decode.py` chooses so that
+frame k is FFmpeg's k-th presented frame (decord on MP4/MKV/WebM/AVI, FFmpeg
+through PyAV on MPEG-TS/PS and the rest); the choice is the video's `decoder`.
+Every frame goes to a PySceneDetect detector as BGR at `detect_width` (about
+the CLI's own ~256 px: detection cost grows with pixels, its result hardly).
 Scenes become clip spans (`_spans.plan_clips`: trim at cuts, re-split long
 scenes, keep short ones as rejected), and each accepted clip carries
 `sample_frames` small RGB frames for the scoring and captioning stages plus a
@@ -19,6 +23,7 @@ import pyarrow as pa
 
 from schemas.catalog import VIDEO_INFO
 from schemas.ids import clip_id
+from stages.video import decode
 from stages.video.spans import SceneFrames, pick_samples, plan_clips
 from stages.video.frames import PyAVFrames, open_frames, prefetched, short_error
 from stages.video import streams
@@ -53,6 +58,7 @@ class Split(Stage):
     max_clip_s: float = 10.0
     trim_frames: int = 2  # dropped at each side of a detected cut
     decode_short_side: int = 224  # decoder-side downscale; also the sampled frames' size
+    detect_width: int = 256  # frames go to the detector this wide (never wider than decoded), as the CLI does
     sample_frames: int = 8  # K frames kept per accepted clip for later stages
     frame_buffer: int = 256  # frames of the open scene kept in memory (decimated beyond)
     thumbnail_size: int = 160
@@ -67,6 +73,7 @@ class Split(Stage):
                 f"must be >= min_clip_s ({self.max_clip_s} < {self.min_clip_s})")
         require(self.trim_frames >= 0, "trim_frames", f"must be >= 0 (got {self.trim_frames})")
         require(self.decode_short_side >= 16, "decode_short_side", f"must be >= 16 (got {self.decode_short_side})")
+        require(self.detect_width >= 16, "detect_width", f"must be >= 16 (got {self.detect_width})")
         require(self.sample_frames >= 1, "sample_frames", f"must be >= 1 (got {self.sample_frames})")
         require(self.frame_buffer >= 2 * self.sample_frames, "frame_buffer",
                 f"must be >= 2 * sample_frames (got {self.frame_buffer})")
@@ -106,14 +113,17 @@ class Split(Stage):
     def _split_file(self, path: str, video: dict[str, Any]) -> list[dict[str, Any]]:
         size = decode_size(video["width"], video["height"], self.decode_short_side)  # display orientation
         threads = max(1, int(self.resources.cpus))
+        decoder, _ = decode.choose(video)
+        opener = open_frames if decoder == "decord" else PyAVFrames
         try:
-            source = bounded(lambda: open_frames(path, *size, threads, video["stream_index"]), self.decode_stall_s,
+            source = bounded(lambda: opener(path, *size, threads, video["stream_index"]), self.decode_stall_s,
                              "open")
         except SourceError:
             raise
         except Exception as err:  # noqa: BLE001 - neither decord nor FFmpeg can read it
             raise SourceError("decode_failed", f"open: {short_error(err)}") from None
-        notes = [] if source.name == "decord" else [f"decoded_with:{source.name} ({_why_not_decord(source)})"]
+        # A fallback from decord is worth a warning; a container decord miscounts is just the rule.
+        notes = [] if source.name == decoder else [f"decoded_with:{source.name} ({_why_not_decord(source)})"]
         fps = source.fps or video["fps"] or 30.0
         scenes, cuts, decoded, error = self._detect(source, fps)
         if error and source.name == "decord":
@@ -131,7 +141,8 @@ class Split(Stage):
             notes.append(f"timestamps_repaired:{repaired} (reset or jump)")
             video["duration_s"] = float(times[-1] - times[0])
         rows = self._clip_rows(video, scenes, cuts, fps, times)
-        video.update(cuts=cuts, num_frames=decoded, num_clips=len(rows), warning="; ".join(notes) or None)
+        video.update(cuts=cuts, num_frames=decoded, num_clips=len(rows), warning="; ".join(notes) or None,
+                     decoder=source.name)
         return rows
 
     def _detect(self, source, fps: float):
@@ -141,6 +152,7 @@ class Split(Stage):
 
         detector = self._make_detector()
         buffer = SceneFrames(self.frame_buffer)
+        detect_size = None  # (width, height) for the detector, from the first frame's shape
         scenes: list[tuple[int, int, np.ndarray, list[np.ndarray]]] = []
         cuts: list[int] = []
         decoded, error = 0, None
@@ -155,7 +167,13 @@ class Split(Stage):
                 error = f"decode_stopped_at_frame:{frame_index}: {short_error(frame)}"
                 break
             buffer.add(frame_index, frame)
-            bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)  # PySceneDetect wants BGR; 25x cheaper than a flip copy
+            if detect_size is None:
+                height, width = frame.shape[:2]
+                scale = min(1.0, self.detect_width / width)
+                detect_size = (width, height) if scale == 1.0 else (self.detect_width, max(2, round(height * scale)))
+            small = frame if detect_size == frame.shape[1::-1] else cv2.resize(frame, detect_size,
+                                                                               interpolation=cv2.INTER_AREA)
+            bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)  # PySceneDetect wants BGR; 25x cheaper than a flip copy
             for cut in detector.process_frame(FrameTimecode(frame_index, fps), bgr):
                 cuts.append(cut.frame_num)
                 close_scene(cut.frame_num)

@@ -182,3 +182,83 @@ def write_ts_with_reset(path: str | Path, scene_lengths: list[int], *, segment_f
         data += buffer.getvalue()
     Path(path).write_bytes(data)
     return list(np.cumsum(scene_lengths)[:-1].astype(int))
+
+
+# --- frame-stamped videos: every frame shows its own index (issue 14) ---
+
+STAMP_BITS = 8  # up to 256 frames
+STAMP_BLOCK = 16  # pixels per bit: 8 blocks of 16 px fill a 128-px-wide strip, and survive MPEG-2 at low rates
+
+
+def stamp(image: np.ndarray, index: int) -> np.ndarray:
+    """Write `index` as a Gray-coded row of black/white blocks across the top of `image` (in place).
+
+    Gray code: consecutive frames differ by one block, so the stamp reads as steady motion to a scene
+    detector, never as a cut.
+    """
+    gray = index ^ (index >> 1)
+    for bit in range(STAMP_BITS):
+        on = (gray >> (STAMP_BITS - 1 - bit)) & 1
+        image[:STAMP_BLOCK, bit * STAMP_BLOCK: (bit + 1) * STAMP_BLOCK] = 255 if on else 0
+    return image
+
+
+def read_stamp(image: np.ndarray) -> int:
+    """The index `stamp` wrote, read from the centres of the blocks of a frame at any size (H, W, 3)."""
+    height, width = image.shape[:2]
+    scale = width / (STAMP_BITS * STAMP_BLOCK)
+    gray = 0
+    for bit in range(STAMP_BITS):
+        y, x = int(STAMP_BLOCK * scale / 2), int((bit + 0.5) * STAMP_BLOCK * scale)
+        gray = (gray << 1) | int(image[y, x].mean() > 127)
+    index = 0
+    while gray:  # Gray → binary
+        index ^= gray
+        gray >>= 1
+    return index
+
+
+STAMPED_FORMATS = {  # name: (file suffix, container format, codec, codec options, time base of frame pts or None)
+    "h264_ts": (".ts", "mpegts", "libx264", {"preset": "ultrafast", "crf": "18", "x264-params": "keyint=48:min-keyint=48:bframes=3:scenecut=0"}, None),
+    "mpeg2_ts": (".ts", "mpegts", "mpeg2video", {"qscale": "2", "g": "12", "bf": "2"}, None),
+    "mpeg2_ps": (".mpg", "vob", "mpeg2video", {"qscale": "2", "g": "12", "bf": "2"}, None),
+    "h264_mp4_open_gop": (".mp4", "mp4", "libx264", {"preset": "ultrafast", "crf": "18", "x264-params": "keyint=24:bframes=3:open-gop=1:b-pyramid=normal"}, None),
+    "h264_mp4_vfr": (".mp4", "mp4", "libx264", {"preset": "ultrafast", "crf": "18"}, "vfr"),
+    "vp9_webm": (".webm", "webm", "libvpx-vp9", {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"}, None),
+    "h264_mkv": (".mkv", "matroska", "libx264", {"preset": "ultrafast", "crf": "18", "x264-params": "bframes=2"}, None),
+    "mpeg4_avi": (".avi", "avi", "mpeg4", {"qscale": "2", "g": "24"}, None),
+}
+
+
+def write_stamped_video(folder: str | Path, name: str, scene_lengths: list[int], *, width: int = 128,
+                        height: int = 72, fps: int = 24, seed: int = 0) -> tuple[Path, list[int], list[float]]:
+    """A video in the `STAMPED_FORMATS[name]` container/codec whose frame k shows k (`read_stamp`).
+
+    Returns (path, true cuts, each frame's intended presentation time in seconds from the first frame).
+    "vfr" videos step 1, 2 or 3 ticks of 1/(2·fps) s between frames: a variable frame rate.
+    """
+    from fractions import Fraction
+
+    import av
+
+    suffix, container_format, codec, options, timing = STAMPED_FORMATS[name]
+    rng = np.random.default_rng(seed)
+    frames = np.concatenate([scene_frames(rng, n, width, height) for n in scene_lengths])
+    path = Path(folder) / f"{name}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vfr = timing == "vfr"
+    ticks = np.concatenate([[0], np.cumsum(rng.integers(1, 4, len(frames) - 1))]) if vfr else np.arange(len(frames))
+    tick = Fraction(1, 2 * fps if vfr else fps)
+    with av.open(str(path), mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = dict(options)
+        stream.codec_context.time_base = tick
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(stamp(image, index), format="rgb24")
+            frame.pts, frame.time_base = int(ticks[index]), tick
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path, list(np.cumsum(scene_lengths)[:-1].astype(int)), [float(t * tick) for t in ticks]

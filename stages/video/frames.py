@@ -1,12 +1,14 @@
 """Private helpers: decoded frames for split (sequential, prefetched) and encode (by index).
 
-decord first: it resizes inside the decoder and is fast. Some files decord
-cannot open (a stream cut after a front index, a still image renamed .mp4);
-FFmpeg through PyAV then decodes what is there, resizing frame by frame, so
-the good part of a damaged file is still kept.
+Which reader a video gets is `decode.py`'s choice (frame k must be FFmpeg's k).
+decord, where it is exact: it resizes inside the decoder and seeks. Some files
+decord cannot open (a stream cut after a front index, a still image renamed
+.mp4); FFmpeg through PyAV then decodes what is there, with frame and slice
+threads, resizing frame by frame, so the good part of a damaged file is kept.
 """
 from __future__ import annotations
 
+import itertools
 import queue
 import re
 import threading
@@ -89,6 +91,10 @@ class DecordFrames:
             yield list(zip(indices, frames))
 
     def timestamps(self, decoded: int) -> np.ndarray | None:
+        """FFmpeg's presentation times (decord's own are shifted on some MP4 edit lists), else decord's."""
+        stamps = streams.packet_times(self.path)
+        if stamps is not None and stamps.shape[0] == decoded:
+            return stamps
         try:
             stamps = np.asarray(self.reader.get_frame_timestamp(list(range(decoded))), np.float64)[:, 0]
             return stamps if stamps.shape[0] == decoded and np.all(np.isfinite(stamps)) else None
@@ -113,6 +119,7 @@ class PyAVFrames:
         self.stream = (self.container.streams.video[0] if stream_index is None
                        else self.container.streams[stream_index])
         self.stream.thread_count = threads
+        self.stream.thread_type = "AUTO"  # frame and slice threads: FFmpeg's CLI default
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
         self.size = (width, height)
@@ -124,7 +131,54 @@ class PyAVFrames:
         width, height = self.size
         if rotation in (90, 270):
             width, height = height, width
-        return rotate(frame.reformat(width=width, height=height, format="rgb24").to_ndarray(), rotation)
+        # AREA: the right filter for a downscale, and faster than swscale's default bicubic (measured)
+        image = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+        return rotate(image, rotation)
+
+    def at(self, indices: list[int], anchor: tuple[int, float] | None = None) -> np.ndarray:
+        """(len(indices), H, W, 3) frames at these presentation-order indices; raises the decode error,
+        or IndexError past the end.
+
+        `anchor` = (frame index, its presentation time, as split recorded it): the decode then starts
+        at the keyframe before that time and counts from the frame showing exactly that time. When the
+        seek lands past it, or no frame has that time (repaired timestamps), the decode starts from the
+        beginning of the file and counts from there: slower, never wrong.
+        """
+        try:
+            if anchor is not None and min(indices) >= anchor[0]:
+                found = self._seek_and_take(indices, *anchor)
+                if found is not None:
+                    return found
+                self.container.seek(0, stream=self.stream)
+            return self._take(self.container.decode(self.stream), indices, 0)
+        finally:
+            self.container.close()
+
+    def _seek_and_take(self, indices: list[int], first: int, time: float) -> np.ndarray | None:
+        tolerance = 0.25 / (self.fps or 30.0)
+        base = self.stream.time_base
+        self.container.seek(max(0, int(time / base)), stream=self.stream, backward=True)
+        frames = self.container.decode(self.stream)
+        for frame in frames:
+            if frame.time is None or frame.time > time + tolerance:
+                return None  # landed past the anchor, or no usable times
+            if abs(frame.time - time) <= tolerance:
+                return self._take(itertools.chain([frame], frames), indices, first)
+        return None
+
+    def _take(self, frames, indices: list[int], first: int) -> np.ndarray:
+        """Convert the wanted frames of `frames`, whose first one is frame `first`."""
+        wanted = set(indices)
+        found: dict[int, np.ndarray] = {}
+        for index, frame in enumerate(frames, start=first):
+            if index in wanted:
+                found[index] = self.image(frame)
+                if len(found) == len(wanted):
+                    break
+        missing = wanted - set(found)
+        if missing:
+            raise IndexError(f"frames {sorted(missing)[:5]} not decodable")
+        return np.stack([found[i] for i in indices])
 
     def chunks(self, size: int) -> Iterator[list[tuple[int, object]]]:
         chunk: list[tuple[int, object]] = []
@@ -207,31 +261,3 @@ def prefetched(source, chunk: int, stall_s: float | None = None) -> Iterator[tup
         stop.set()
         if not stuck:
             worker.join(stall_s)
-
-
-def read_frames(path: str, indices: list[int], width: int, height: int, threads: int,
-                stream_index: int | None = None) -> np.ndarray:
-    """(len(indices), H, W, 3) RGB frames at the given indices, display orientation.
-
-    decord seeks to them; when decord cannot open the file or fails on these
-    frames, FFmpeg (PyAV) decodes from the start up to the last one.
-    """
-    source = open_frames(path, width, height, threads, stream_index)
-    if isinstance(source, DecordFrames):
-        try:
-            return source.batch(indices)
-        except Exception:  # noqa: BLE001 - the same fallback split has
-            source = PyAVFrames(path, width, height, threads, stream_index)
-    wanted, found = set(indices), {}
-    for chunk in source.chunks(32):
-        for index, frame in chunk:
-            if isinstance(frame, Exception):
-                raise frame
-            if index in wanted:
-                found[index] = frame
-        if len(found) == len(wanted):
-            break
-    missing = wanted - set(found)
-    if missing:
-        raise IndexError(f"frames {sorted(missing)[:5]} not decodable")
-    return np.stack([found[i] for i in indices])

@@ -81,3 +81,25 @@ def _packets_per_stream(path: str, indices: set[int]) -> dict[int, int]:
         except av.FFmpegError:
             pass  # damaged past here: rank by what was read
     return counts
+
+
+def packet_times(path: str) -> "np.ndarray | None":
+    """Presentation times (s) of the packets of the file's one candidate video stream (the stream decord
+    opens), sorted: FFmpeg's frame times, one per frame, for containers with an index (demuxing only, no
+    decoding); None if any is unknown."""
+    import av
+    import numpy as np
+
+    try:
+        with av.open(path) as container:
+            found = candidates(container)
+            if not found:
+                return None
+            stream = found[0]
+            pts = [p.pts for p in container.demux(stream) if p.size]
+            base = stream.time_base
+    except av.FFmpegError:
+        return None
+    if not pts or any(p is None for p in pts):
+        return None
+    return np.sort(np.asarray(pts, np.float64)) * float(base)

@@ -247,7 +247,8 @@ def pal(tmp_path_factory) -> Path:
 def test_frames_at_small_widths_have_the_right_shape(pal, width):
     import numpy as np
 
-    from stages.video.frames import PyAVFrames, read_frames
+    from stages.video.decode import read_frames
+    from stages.video.frames import PyAVFrames
 
     height = round(width * 576 / 720)
     frames = read_frames(str(pal), [0, 10, 47], width, height, 1)
