@@ -8,9 +8,13 @@ so drift in machine load hits them all alike; each reports its median:
   scenedetect  - `scenedetect -i FILE detect-adaptive list-scenes` as a
                  subprocess, detector defaults (its time includes start-up:
                  that is what a user of the CLI pays);
-  decode_small - decord at Split's downscaled size, get_batch in Split's chunks,
-                 no detection: the floor split can approach;
-  decode_full  - the same at full size, for reference.
+  ffmpeg       - `ffmpeg -threads N -i FILE -f null -`, N = split's decoder
+                 threads: FFmpeg's own decode of the file at full size, the floor
+                 (the `ffmpeg` on PATH, else imageio-ffmpeg's binary; left out
+                 when there is neither);
+  decode_small - split's own reader (decord or PyAV, as `decode.choose` picks)
+                 at Split's downscaled size, no detection: what of split's time
+                 is decoding and downscaling.
 """
 from __future__ import annotations
 
@@ -31,14 +35,15 @@ from pipeline.bench import kit as benchkit
 from stages.base import Resources
 
 START, END = "<!-- bench:split:start -->", "<!-- bench:split:end -->"
-GOAL_VS_CLI, GOAL_VS_DECODE = 1.5, 1.2
+GOAL_VS_CLI = 1.5
 # Synthetic 1280x720 24 fps scenes (frames): ~60 s for the full run, ~10 s for --quick.
 FULL_SCENES = [96, 150, 72, 200, 120, 48, 180, 110, 144, 90, 130, 100]
 QUICK_SCENES = [72, 96, 72]
 # The CLI's default detector run; -q and -f only silence the terminal and fix the CSV's name.
 CLI_ARGS = ["-q", "-i", "{video}", "-o", "{outdir}", "detect-adaptive", "list-scenes", "-f", "scenes.csv"]
+GOAL_VS_FFMPEG = 1.2
 LABELS = {"split": "vidprep split", "scenedetect": "scenedetect CLI (detect-adaptive)",
-          "decode_small": "decord decode, Split's size", "decode_full": "decord decode, full size"}
+          "ffmpeg": "ffmpeg -f null decode, full size", "decode_small": "split's reader alone, Split's size"}
 
 
 def main(args) -> int:
@@ -108,21 +113,27 @@ def run_bench(path: str, repeats: int) -> dict:
         found["split"] = list(out["cuts"] or [])
 
     def decode_small() -> None:
-        decoded["small"] = decode_all(path, small, stage.chunk_frames, threads)
+        decoded["small"] = decode_all(path, video, small, stage.chunk_frames, threads)
 
+    ffmpeg = ffmpeg_exe()
     with tempfile.TemporaryDirectory(prefix="vidprep-bench-") as outdir:
         def cli() -> None:
             found["scenedetect"] = scenedetect_cli(path, outdir)
 
-        def decode_full() -> None:
-            decode_all(path, None, stage.chunk_frames, threads)
+        def ffmpeg_decode() -> None:
+            subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", str(threads),
+                            "-i", path, "-f", "null", "-"], check=True, stdin=subprocess.DEVNULL)
 
-        methods = {"split": split, "scenedetect": cli, "decode_small": decode_small, "decode_full": decode_full}
+        methods = {"split": split, "scenedetect": cli, "decode_small": decode_small}
+        if ffmpeg:
+            methods["ffmpeg"] = ffmpeg_decode
         times = time_interleaved(methods, repeats, warm_file=path)
-    num_frames, fps = decoded["small"]
+    num_frames, fps, reader = decoded["small"]
     settings = {"detector": stage.detector, "decode_short_side": stage.decode_short_side,
-                "decode_size": list(small), "chunk_frames": stage.chunk_frames, "decode_threads": threads,
-                "scenedetect_cli": " ".join(["scenedetect", *CLI_ARGS])}
+                "decode_size": list(small), "detect_width": stage.detect_width, "reader": reader,
+                "chunk_frames": stage.chunk_frames, "decode_threads": threads,
+                "scenedetect_cli": " ".join(["scenedetect", *CLI_ARGS]),
+                "ffmpeg": f"{ffmpeg} -threads {threads} -i FILE -f null -" if ffmpeg else None}
     return _results(times, found, video, num_frames, fps, settings, probe_s)
 
 
@@ -145,24 +156,37 @@ def _results(times, found, video, num_frames, fps, settings, probe_s) -> dict:
         "settings": settings,
         "methods": {name: {"label": LABELS[name], **s} for name, s in summary.items()},
         "ratios": {"cli_over_split": median["scenedetect"] / median["split"], "goal_cli_over_split": GOAL_VS_CLI,
-                   "split_over_decode_small": median["split"] / median["decode_small"],
-                   "goal_split_over_decode_small": GOAL_VS_DECODE,
-                   "split_over_decode_full": median["split"] / median["decode_full"]},
+                   "split_over_ffmpeg": median["split"] / median["ffmpeg"] if "ffmpeg" in median else None,
+                   "goal_split_over_ffmpeg": GOAL_VS_FFMPEG,
+                   "split_over_decode_small": median["split"] / median["decode_small"]},
         "cuts": {"split": found["split"], "scenedetect": found["scenedetect"], "tolerance_frames": 1,
                  "match": cuts_match(found["split"], found["scenedetect"])},
     }
 
 
-def decode_all(path: str, size: tuple[int, int] | None, chunk: int, threads: int) -> tuple[int, float]:
-    """Decode every frame as Split does (same reader options, batches, asnumpy); returns (frames, fps)."""
-    import decord
+def decode_all(path: str, video: dict, size: tuple[int, int], chunk: int, threads: int) -> tuple[int, float, str]:
+    """Decode every frame with the reader Split opens for this video, at its size, in its chunks, without
+    detection; returns (frames, fps, reader name)."""
+    from stages.video import decode
+    from stages.video.frames import PyAVFrames, open_frames
 
-    width, height = size or (-1, -1)
-    reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=threads)
-    total = len(reader)
-    for begin in range(0, total, chunk):
-        reader.get_batch(list(range(begin, min(begin + chunk, total)))).asnumpy()
-    return total, float(reader.get_avg_fps())
+    opener = open_frames if decode.choose(video)[0] == "decord" else PyAVFrames
+    source = opener(path, *size, threads, video["stream_index"])
+    total = sum(len(c) for c in source.chunks(chunk))
+    return total, source.fps or video["fps"], source.name
+
+
+def ffmpeg_exe() -> str | None:
+    """The `ffmpeg` on PATH, else the binary the imageio-ffmpeg package ships, else None."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return None
 
 
 def scenedetect_cli(path: str, outdir: str) -> list[int]:
@@ -223,14 +247,18 @@ def markdown_table(r: dict) -> str:
              "| Method | Median s | Frames/s | × real time |", "|---|---:|---:|---:|"]
     lines += [f"| {s['label']} | {s['median_s']:.3f} | {s['frames_per_s']:.0f} | {s['x_realtime']:.1f} |"
               for s in m.values()]
-    vs_cli, vs_dec = ratios["cli_over_split"], ratios["split_over_decode_small"]
+    vs_cli, vs_ff, vs_dec = ratios["cli_over_split"], ratios["split_over_ffmpeg"], ratios["split_over_decode_small"]
+    st = r["settings"]
     lines += ["", f"- scenedetect CLI time / split time: **{vs_cli:.2f}×** (goal ≥ {GOAL_VS_CLI}: "
               f"{'met' if vs_cli >= GOAL_VS_CLI else 'not met'})",
-              f"- split with resources.cpus = {r['settings']['decode_threads']} ({r['settings']['decode_threads']} decoder "
-              "threads, detection overlapped in another thread), as many cores as the CLI's FFmpeg uses",
-              f"- split time / decode time at Split's size ({r['settings']['decode_size'][0]}x"
-              f"{r['settings']['decode_size'][1]}): **{vs_dec:.2f}×** (goal ≤ {GOAL_VS_DECODE}: "
-              f"{'met' if vs_dec <= GOAL_VS_DECODE else 'not met'})",
+              (f"- split time / `ffmpeg -threads {st['decode_threads']} -i F -f null -` time: **{vs_ff:.2f}×** "
+               f"(goal ≤ {GOAL_VS_FFMPEG}: {'met' if vs_ff <= GOAL_VS_FFMPEG else 'not met'})") if vs_ff is not None
+              else "- no ffmpeg binary (PATH or imageio-ffmpeg): the FFmpeg floor was not measured",
+              f"- split with resources.cpus = {st['decode_threads']} ({st['decode_threads']} decoder "
+              "threads, detection overlapped in another thread), as many cores as the CLI's FFmpeg uses; "
+              f"reader {st.get('reader')}, detection at {st.get('detect_width')} px wide",
+              f"- split time / its reader's time alone at Split's size ({st['decode_size'][0]}x"
+              f"{st['decode_size'][1]}): {vs_dec:.2f}× (the rest is detection and sampling)",
               f"- Cuts {'match' if cuts['match'] else 'DIFFER'} (±{cuts['tolerance_frames']} frame): "
               f"split {cuts['split']}, scenedetect {cuts['scenedetect']}"
               + (f", true {cuts['truth']}" if cuts.get("truth") is not None else ""),
