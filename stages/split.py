@@ -1,11 +1,14 @@
 """Stage `split` (1:N video → clips, CPU task): scene detection on one decode pass.
 
-Each source is decoded once, downscaled in the decoder (short side →
-`decode_short_side`), by the reader `stages/video/decode.py` chooses so that
-frame k is FFmpeg's k-th presented frame (decord on MP4/MKV/WebM/AVI, FFmpeg
-through PyAV on MPEG-TS/PS and the rest); the choice is the video's `decoder`.
-Every frame goes to a PySceneDetect detector as BGR at `detect_width` (about
-the CLI's own ~256 px: detection cost grows with pixels, its result hardly).
+Each source is decoded once, with frame k = FFmpeg's k-th presented frame
+(`stages/video/decode.py`). By default FFmpeg (PyAV) decodes every video with
+frame and slice threads and scales each frame twice inside the decode thread:
+to `detect_width` (BGR, about the scenedetect CLI's ~256 px: detection cost
+grows with pixels, its result hardly) for the detector, and, on a grid of
+frames dense enough for `sample_frames` per shortest clip, to the sample size
+(short side `decode_short_side`) for the buffered frames. `reader: decord`
+uses decord where its frame numbers are FFmpeg's (MP4/MKV/WebM/AVI) instead.
+The reader used is the video's `decoder`.
 Scenes become clip spans (`_spans.plan_clips`: trim at cuts, re-split long
 scenes, keep short ones as rejected), and each accepted clip carries
 `sample_frames` small RGB frames for the scoring and captioning stages plus a
@@ -59,6 +62,7 @@ class Split(Stage):
     trim_frames: int = 2  # dropped at each side of a detected cut
     decode_short_side: int = 224  # decoder-side downscale; also the sampled frames' size
     detect_width: int = 256  # frames go to the detector this wide (never wider than decoded), as the CLI does
+    reader: Literal["pyav", "decord"] = "pyav"  # decord: where exact (MP4/MKV/WebM/AVI); measured slower here
     sample_frames: int = 8  # K frames kept per accepted clip for later stages
     frame_buffer: int = 256  # frames of the open scene kept in memory (decimated beyond)
     thumbnail_size: int = 160
@@ -113,8 +117,8 @@ class Split(Stage):
     def _split_file(self, path: str, video: dict[str, Any]) -> list[dict[str, Any]]:
         size = decode_size(video["width"], video["height"], self.decode_short_side)  # display orientation
         threads = max(1, int(self.resources.cpus))
-        decoder, _ = decode.choose(video)
-        opener = open_frames if decoder == "decord" else PyAVFrames
+        decoder = decode.choose(video)[0] if self.reader == "decord" else "pyav"
+        opener = open_frames if decoder == "decord" else self._pyav
         try:
             source = bounded(lambda: opener(path, *size, threads, video["stream_index"]), self.decode_stall_s,
                              "open")
@@ -129,7 +133,7 @@ class Split(Stage):
         if error and source.name == "decord":
             # Where decord's threaded decoder gives up varies from run to run; FFmpeg alone is
             # deterministic (so reruns give the same clip ids) and conceals more damage.
-            source = PyAVFrames(path, *size, threads, video["stream_index"])
+            source = self._pyav(path, *size, threads, video["stream_index"])
             scenes, cuts, decoded, error = self._detect(source, fps)
             notes.append("decoded_with:pyav (decord failed mid-stream)")
         if error:
@@ -144,6 +148,13 @@ class Split(Stage):
         video.update(cuts=cuts, num_frames=decoded, num_clips=len(rows), warning="; ".join(notes) or None,
                      decoder=source.name)
         return rows
+
+    def _pyav(self, path: str, width: int, height: int, threads: int, stream_index: int | None) -> PyAVFrames:
+        """FFmpeg's frames at both sizes; the sample size only every n-th frame, n such that the shortest
+        accepted clip still holds 2 × sample_frames of them (picks land within n/2 of even spacing)."""
+        source = PyAVFrames(path, width, height, threads, stream_index)
+        shortest = math.ceil(self.min_clip_s * (source.fps or 30.0))
+        return source.for_detection(self.detect_width, max(1, shortest // (2 * self.sample_frames)))
 
     def _detect(self, source, fps: float):
         """One pass over the frames: (scenes with their buffered frames, cuts, frames decoded, error or None)."""
@@ -166,14 +177,20 @@ class Split(Stage):
             if isinstance(frame, Exception):
                 error = f"decode_stopped_at_frame:{frame_index}: {short_error(frame)}"
                 break
-            buffer.add(frame_index, frame)
-            if detect_size is None:
-                height, width = frame.shape[:2]
-                scale = min(1.0, self.detect_width / width)
-                detect_size = (width, height) if scale == 1.0 else (self.detect_width, max(2, round(height * scale)))
-            small = frame if detect_size == frame.shape[1::-1] else cv2.resize(frame, detect_size,
-                                                                               interpolation=cv2.INTER_AREA)
-            bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)  # PySceneDetect wants BGR; 25x cheaper than a flip copy
+            if isinstance(frame, tuple):  # FFmpeg scaled both: (detector's BGR, sample-size RGB or None)
+                bgr, sample = frame
+                if sample is not None:
+                    buffer.add(frame_index, sample)
+            else:  # decord: one size, shrunk here for the detector
+                buffer.add(frame_index, frame)
+                if detect_size is None:
+                    height, width = frame.shape[:2]
+                    scale = min(1.0, self.detect_width / width)
+                    detect_size = (width, height) if scale == 1.0 else (self.detect_width,
+                                                                        max(2, round(height * scale)))
+                small = frame if detect_size == frame.shape[1::-1] else cv2.resize(frame, detect_size,
+                                                                                   interpolation=cv2.INTER_AREA)
+                bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)  # PySceneDetect wants BGR; 25x cheaper than a flip
             for cut in detector.process_frame(FrameTimecode(frame_index, fps), bgr):
                 cuts.append(cut.frame_num)
                 close_scene(cut.frame_num)

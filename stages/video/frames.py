@@ -124,6 +124,25 @@ class PyAVFrames:
         self.fps = float(rate) if rate else 0.0
         self.size = (width, height)
         self.times: list[float] = []
+        self.detect_width: int | None = None  # set by `for_detection`
+        self.sample_every = 1
+
+    def for_detection(self, detect_width: int, sample_every: int) -> "PyAVFrames":
+        """Make `chunks` yield, per frame, (BGR at `detect_width`, RGB at the requested size or None):
+        both sizes scaled by FFmpeg from the decoded frame, the larger one only every `sample_every`
+        frames (the frames split may sample): one decode, no second resize of the large frame."""
+        self.detect_width, self.sample_every = detect_width, max(1, sample_every)
+        return self
+
+    def _detect_image(self, frame) -> np.ndarray:
+        rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+        width, height = self.size
+        scale = min(1.0, self.detect_width / width)
+        width, height = max(2, round(width * scale)), max(2, round(height * scale))
+        if rotation in (90, 270):
+            width, height = height, width
+        image = frame.reformat(width=width, height=height, format="bgr24", interpolation="AREA").to_ndarray()
+        return rotate(image, rotation)
 
     def image(self, frame) -> np.ndarray:
         """One decoded frame as (H, W, 3) RGB at the requested size, in display orientation."""
@@ -185,7 +204,11 @@ class PyAVFrames:
         index = 0
         try:
             for frame in self.container.decode(self.stream):
-                image = self.image(frame)
+                if self.detect_width:
+                    image = (self._detect_image(frame),
+                             self.image(frame) if index % self.sample_every == 0 else None)
+                else:
+                    image = self.image(frame)
                 self.times.append(float(frame.time) if frame.time is not None else index / (self.fps or 30.0))
                 chunk.append((index, image))
                 index += 1

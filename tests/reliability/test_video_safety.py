@@ -40,24 +40,25 @@ def test_a_fifo_named_like_a_video_becomes_not_a_file(good, demo_yaml, tmp_path)
 
 
 @pytest.fixture
-def stuck_decord(monkeypatch):
-    """decord's batch read hanging in C (as on a file overwritten while decoded), for sources named stuck*."""
+def stuck_decoder(monkeypatch):
+    """The decoder hanging in C (as decord's batch read on a file overwritten while decoded), for sources
+    named stuck*."""
     release = threading.Event()
-    chunks = frames_module.DecordFrames.chunks
+    chunks = frames_module.PyAVFrames.chunks
 
     def hanging(self, size):
-        if os.path.basename(self.path).startswith("stuck"):
+        if os.path.basename(self.container.name).startswith("stuck"):
             release.wait()  # never returns during the test: a hung native call
             return
         yield from chunks(self, size)
 
-    monkeypatch.setattr(frames_module.DecordFrames, "chunks", hanging)
+    monkeypatch.setattr(frames_module.PyAVFrames, "chunks", hanging)
     yield
     release.set()  # let the abandoned thread end with the test
 
 
 @pytest.mark.timeout(120)
-def test_a_stalled_decode_becomes_an_error_row_and_the_run_finishes(good, demo_yaml, tmp_path, stuck_decord):
+def test_a_stalled_decode_becomes_an_error_row_and_the_run_finishes(good, demo_yaml, tmp_path, stuck_decoder):
     write_video(good / "stuck.mp4", [48], width=96, height=64, seed=2)
     run(load_config(demo_yaml(), SETTINGS + ["stages.split.decode_stall_s=1"]), str(good), tmp_path / "out",
         progress=False)

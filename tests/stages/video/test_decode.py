@@ -38,18 +38,19 @@ def presentation_times(path) -> list[float]:
         return [float(frame.time) for frame in container.decode(video=0)]
 
 
-def split(path) -> tuple[dict, list[dict]]:
-    stage = Split(min_clip_s=0.5, sample_frames=4, trim_frames=2)
+def split(path, reader: str = "pyav") -> tuple[dict, list[dict]]:
+    stage = Split(min_clip_s=0.5, sample_frames=4, trim_frames=2, reader=reader)
     out = stage(Probe()(pa.table({"source_uri": [str(path)]})))
     return out.column("video")[0].as_py(), out.drop_columns(["video"]).to_pylist()
 
 
+@pytest.mark.parametrize("reader", ["pyav", "decord"])
 @pytest.mark.parametrize("name", list(STAMPED_FORMATS))
-def test_frame_k_is_ffmpegs_frame_k_in_split_and_in_encodes_span_reads(stamped, name):
+def test_frame_k_is_ffmpegs_frame_k_in_split_and_in_encodes_span_reads(stamped, name, reader):
     path, cuts, _ = stamped[name]
-    video, clips = split(path)
+    video, clips = split(path, reader)
     assert video["status"] == "ok" and video["warning"] is None
-    assert video["decoder"] == ("pyav" if name in PYAV_FORMATS else "decord")
+    assert video["decoder"] == ("decord" if reader == "decord" and name not in PYAV_FORMATS else "pyav")
     assert video["num_frames"] == sum(SCENES)
     assert video["cuts"] == cuts
     times = presentation_times(path)
@@ -67,9 +68,10 @@ def test_frame_k_is_ffmpegs_frame_k_in_split_and_in_encodes_span_reads(stamped, 
             assert [read_stamp(f) for f in later] == span
 
 
-def test_variable_frame_rate_times_are_the_frames_own(stamped):
+@pytest.mark.parametrize("reader", ["pyav", "decord"])
+def test_variable_frame_rate_times_are_the_frames_own(stamped, reader):
     path, _, intended = stamped["h264_mp4_vfr"]
-    _, clips = split(path)
+    _, clips = split(path, reader)
     steps = np.diff(intended)
     assert steps.min() < steps.max()  # the file really is variable-rate
     for clip in clips:
@@ -79,7 +81,7 @@ def test_variable_frame_rate_times_are_the_frames_own(stamped):
 def test_the_container_not_the_extension_decides(stamped, tmp_path):
     disguised = tmp_path / "capture.mp4"  # an MPEG-TS named like an MP4
     shutil.copy(stamped["h264_ts"][0], disguised)
-    video, clips = split(disguised)
+    video, clips = split(disguised, reader="decord")
     assert (video["container"], video["decoder"]) == ("mpegts", "pyav")
     first = next(c for c in clips if c["status"] == "accepted")
     frames = np.frombuffer(first["frames"], np.uint8).reshape(first["frames_shape"])
