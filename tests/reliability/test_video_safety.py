@@ -191,12 +191,13 @@ def check_split(clips, shown: tuple[int, int]) -> None:
 SPLIT = {"decode_short_side": 48, "sample_frames": 2}
 
 
+@pytest.mark.parametrize("reader", ["pyav", "decord"])
 @pytest.mark.parametrize("rotation", [0, 90, 180, 270])
-def test_rotation_once_in_split_with_decord(tmp_path, rotation):
+def test_rotation_once_in_split(tmp_path, rotation, reader):
     path, shown = marked(tmp_path, rotation)
-    clips = split_table(path, **SPLIT)
-    assert clips.column("video")[0].as_py()["rotation"] == rotation
-    assert clips.column("video")[0].as_py()["warning"] is None  # decord decoded it
+    clips = split_table(path, reader=reader, **SPLIT)
+    video = clips.column("video")[0].as_py()
+    assert (video["rotation"], video["decoder"], video["warning"]) == (rotation, reader, None)
     check_split(clips, shown)
 
 
@@ -207,7 +208,7 @@ def test_rotation_once_in_split_with_the_pyav_fallback(tmp_path, rotation, monke
 
     monkeypatch.setattr(stages.split, "open_frames", PyAVFrames)  # as when decord cannot open a file
     path, shown = marked(tmp_path, rotation)
-    clips = split_table(path, **SPLIT)
+    clips = split_table(path, reader="decord", **SPLIT)
     assert clips.column("video")[0].as_py()["warning"].startswith("decoded_with:pyav")
     check_split(clips, shown)
 
@@ -285,7 +286,9 @@ def test_a_still_before_the_video_stream_is_not_the_video(tmp_path, tiny_vae, na
     video = clips.column("video")[0].as_py()
     assert (video["status"], video["stream_index"], video["width"], video["height"]) == ("ok", 1, 160, 96)
     assert video["num_frames"] == 96 and len(video["cuts"]) == 1 and abs(video["cuts"][0] - 48) <= 1
-    assert video["warning"] == "decoded_with:pyav (stream 1, one of 2 video streams)"
+    assert (video["decoder"], video["warning"]) == ("pyav", None)
+    with_decord = split_table(path, decode_short_side=48, sample_frames=2, reader="decord").column("video")[0].as_py()
+    assert with_decord["warning"] == "decoded_with:pyav (stream 1, one of 2 video streams)"  # decord has no choice
     rows = [r for r in clips.to_pylist() if r["status"] == "accepted"]
     assert len(rows) == 2
     for row in rows:
