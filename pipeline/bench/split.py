@@ -12,9 +12,9 @@ so drift in machine load hits them all alike; each reports its median:
                  threads: FFmpeg's own decode of the file at full size, the floor
                  (the `ffmpeg` on PATH, else imageio-ffmpeg's binary; left out
                  when there is neither);
-  decode_small - split's own reader (decord or PyAV, as `decode.choose` picks)
-                 at Split's downscaled size, no detection: what of split's time
-                 is decoding and downscaling.
+  decode_small - split's own reader (PyAV by default, both of its scales, its
+                 prefetch thread), no detection: what of split's time is
+                 decoding and downscaling.
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def run_bench(path: str, repeats: int) -> dict:
         found["split"] = list(out["cuts"] or [])
 
     def decode_small() -> None:
-        decoded["small"] = decode_all(path, video, small, stage.chunk_frames, threads)
+        decoded["small"] = decode_all(stage, path, video, small, threads)
 
     ffmpeg = ffmpeg_exe()
     with tempfile.TemporaryDirectory(prefix="vidprep-bench-") as outdir:
@@ -164,15 +164,15 @@ def _results(times, found, video, num_frames, fps, settings, probe_s) -> dict:
     }
 
 
-def decode_all(path: str, video: dict, size: tuple[int, int], chunk: int, threads: int) -> tuple[int, float, str]:
-    """Decode every frame with the reader Split opens for this video, at its size, in its chunks, without
-    detection; returns (frames, fps, reader name)."""
+def decode_all(stage, path: str, video: dict, size: tuple[int, int], threads: int) -> tuple[int, float, str]:
+    """Decode every frame with the reader Split opens for this video (its sizes, its sample grid, its
+    chunks, its prefetch thread), without detection; returns (frames, fps, reader name)."""
     from stages.video import decode
-    from stages.video.frames import PyAVFrames, open_frames
+    from stages.video.frames import open_frames, prefetched
 
-    opener = open_frames if decode.choose(video)[0] == "decord" else PyAVFrames
-    source = opener(path, *size, threads, video["stream_index"])
-    total = sum(len(c) for c in source.chunks(chunk))
+    decord = stage.reader == "decord" and decode.choose(video)[0] == "decord"
+    source = (open_frames if decord else stage._pyav)(path, *size, threads, video["stream_index"])
+    total = sum(1 for _ in prefetched(source, stage.chunk_frames))
     return total, source.fps or video["fps"], source.name
 
 
