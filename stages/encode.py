@@ -173,7 +173,10 @@ class Encode(Stage):
         indices = frame_indices(row["start_frame"], row["end_frame"], row["fps"], bucket.frames, self.target_fps)
         with local_copy(video["source_uri"]) as path:
             threads = max(1, int(self.resources.cpus))
-            anchor = (row["start_frame"], row["start_s"]) if row.get("start_s") is not None else None
+            # Seek by the clip's start time, unless split had to repair the times: after a reset, the same
+            # raw time appears twice in the file, and only counting from the start is unambiguous.
+            repaired = "timestamps_repaired" in (video.get("warning") or "")
+            anchor = (row["start_frame"], row["start_s"]) if row.get("start_s") is not None and not repaired else None
             frames = bounded(lambda: read_frames(path, indices, width, height, threads, video["stream_index"], anchor),
                              self.decode_stall_s, f"frames {indices[0]}-{indices[-1]}")
         return np.ascontiguousarray(centre_crop(frames, bucket))
