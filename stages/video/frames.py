@@ -181,16 +181,23 @@ class PyAVFrames:
         finally:
             self.container.close()
 
+    # Seconds before the anchor to seek to, in turn: FFmpeg seeks MP4/MKV by their index to the keyframe
+    # at or before the time, but MPEG-TS/PS by a timestamp search that can land just after it.
+    SEEK_MARGINS_S = (0.0, 2.0, 8.0)
+
     def _seek_and_take(self, indices: list[int], first: int, time: float) -> np.ndarray | None:
         tolerance = 0.25 / (self.fps or 30.0)
         base = self.stream.time_base
-        self.container.seek(max(0, int(time / base)), stream=self.stream, backward=True)
-        frames = self.container.decode(self.stream)
-        for frame in frames:
-            if frame.time is None or frame.time > time + tolerance:
-                return None  # landed past the anchor, or no usable times
-            if abs(frame.time - time) <= tolerance:
-                return self._take(itertools.chain([frame], frames), indices, first)
+        for margin in self.SEEK_MARGINS_S:
+            self.container.seek(max(0, int((time - margin) / base)), stream=self.stream, backward=True)
+            frames = self.container.decode(self.stream)
+            for frame in frames:
+                if frame.time is None:
+                    return None  # no usable times: count from the start
+                if frame.time > time + tolerance:
+                    break  # landed past the anchor: seek further back
+                if abs(frame.time - time) <= tolerance:
+                    return self._take(itertools.chain([frame], frames), indices, first)
         return None
 
     def _take(self, frames, indices: list[int], first: int) -> np.ndarray:

@@ -86,3 +86,17 @@ def test_the_container_not_the_extension_decides(stamped, tmp_path):
     first = next(c for c in clips if c["status"] == "accepted")
     frames = np.frombuffer(first["frames"], np.uint8).reshape(first["frames_shape"])
     assert [read_stamp(f) for f in frames] == first["sample_frame_indices"]
+
+
+@pytest.mark.parametrize("name", ["h264_ts", "mpeg2_ps", "h264_mp4_open_gop"])
+def test_span_reads_seek_instead_of_decoding_from_the_start(stamped, name):
+    from stages.video.frames import PyAVFrames
+
+    path, _, _ = stamped[name]
+    _, clips = split(path)
+    last = [c for c in clips if c["status"] == "accepted"][-1]
+    span = [last["start_frame"], last["end_frame"] - 1]
+    source = PyAVFrames(str(path), 128, 72, 1)
+    frames = source._seek_and_take(span, last["start_frame"], last["start_s"])  # None: it fell back
+    source.container.close()
+    assert frames is not None and [read_stamp(f) for f in frames] == span
