@@ -218,11 +218,15 @@ def read_stamp(image: np.ndarray) -> int:
     return index
 
 
-STAMPED_FORMATS = {  # name: (file suffix, container format, codec, codec options, time base of frame pts or None)
-    "h264_ts": (".ts", "mpegts", "libx264", {"preset": "ultrafast", "crf": "18", "x264-params": "keyint=48:min-keyint=48:bframes=3:scenecut=0"}, None),
+STAMPED_FORMATS = {  # name: (file suffix, container format, codec, codec options, "vfr" or None)
+    "h264_ts": (".ts", "mpegts", "libx264",  # 48-frame GOPs with B-frames, as the broadcast captures in issue 14
+                {"preset": "ultrafast", "crf": "18",
+                 "x264-params": "keyint=48:min-keyint=48:bframes=3:scenecut=0"}, None),
     "mpeg2_ts": (".ts", "mpegts", "mpeg2video", {"qscale": "2", "g": "12", "bf": "2"}, None),
     "mpeg2_ps": (".mpg", "vob", "mpeg2video", {"qscale": "2", "g": "12", "bf": "2"}, None),
-    "h264_mp4_open_gop": (".mp4", "mp4", "libx264", {"preset": "ultrafast", "crf": "18", "x264-params": "keyint=24:bframes=3:open-gop=1:b-pyramid=normal"}, None),
+    "h264_mp4_open_gop": (".mp4", "mp4", "libx264",
+                          {"preset": "ultrafast", "crf": "18",
+                           "x264-params": "keyint=24:bframes=3:open-gop=1:b-pyramid=normal"}, None),
     "h264_mp4_vfr": (".mp4", "mp4", "libx264", {"preset": "ultrafast", "crf": "18"}, "vfr"),
     "vp9_webm": (".webm", "webm", "libvpx-vp9", {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"}, None),
     "h264_mkv": (".mkv", "matroska", "libx264", {"preset": "ultrafast", "crf": "18", "x264-params": "bframes=2"}, None),
