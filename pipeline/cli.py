@@ -196,6 +196,10 @@ def _plan(args) -> int:
     plan.assign_auto_gpus(stages, cluster)
     print(plan.table(stages, cluster))
     problems = plan.check(stages, cluster)
+    if args.gpus is None:  # a real cluster: can a worker on every node open the model files?
+        from pipeline.run.visibility import check_nodes, local_paths
+
+        problems += check_nodes(local_paths(stages))
     for problem in problems:
         print(f"vidprep plan: error: {problem}", file=sys.stderr)
     print("the plan fits" if not problems else "the plan does NOT fit: vidprep run would stop at start")

@@ -6,6 +6,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.catalog.views import connect
+from pipeline.run.devices import summary_lines
 
 
 def format_table(table: pa.Table, max_width: int = 48, max_rows: int = 200) -> str:
@@ -58,6 +59,7 @@ def run_summary(result) -> str:
         *((f"  rejected: {r}", n) for r, n in reasons),
         *([("clips with errors (a model failed on them)", clips["error"])] if clips.get("error") else []),
         *((f"  error: {r}", n) for r, n in clip_errors),
+        *summary_lines(getattr(result, "devices", None) or []),
         ("waves committed", result.waves),
         ("wall time (s)", f"{result.wall_s:.1f}"),
         ("clips/s", f"{total_clips / result.wall_s:.2f}" if result.wall_s else "-"),

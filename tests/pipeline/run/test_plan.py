@@ -127,6 +127,7 @@ def test_default_config_runs_to_the_end_on_an_eight_gpu_node_using_all_eight(tin
 
 def _default_run_uses(tiny_models, corpus_dir, out, caption_actors: int = 1) -> float:
     """Run the default config on the Ray started by the test; the GPUs its actor pools were given."""
+    from pipeline.report.summary import run_summary
     from pipeline.run.runner import run
 
     config = load_config(DEFAULT, default_with_tiny_models(tiny_models) + ["run.wave_size=2"])
@@ -136,4 +137,14 @@ def _default_run_uses(tiny_models, corpus_dir, out, caption_actors: int = 1) -> 
     recorded = {p["stage"]: p for p in json.loads((out / "run.json").read_text())["plan"]}  # what a user reads
     assert (recorded["caption"]["gpus"], recorded["caption"]["actors"]) == (stages["caption"].gpus, caption_actors)
     assert recorded["caption"]["device"] == "cuda" and recorded["split"] == {**recorded["split"], "device": "cpu"}
+    # What the workers actually ran on: every actor of every model stage reported. GPUs were only declared
+    # to Ray, torch sees none: run.json says cpu (and float32, auto's CPU choice), it does not echo the plan.
+    used = json.loads((out / "run.json").read_text())["devices"]
+    workers = {}
+    for entry in used:
+        workers.setdefault(entry["stage"], set()).add(entry["workers"])
+    assert set(workers) == {"clip_score", "caption", "expand", "encode"}, used
+    assert workers["caption"] == {caption_actors}
+    assert {(e["device"], e["dtype"]) for e in used} == {("cpu", "float32")}, used
+    assert "device: caption" in run_summary(result)
     return sum(stages[n].gpus * stages[n].concurrency for n in ("clip_score", "caption", "expand", "encode"))
