@@ -2,6 +2,7 @@
 declared GPUs (Ray started with num_gpus=N on this CPU machine, the shape a GPU user runs)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -80,11 +81,16 @@ def tiny_models(tmp_path_factory):
     return build_all(tmp_path_factory.mktemp("models"))
 
 
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def default_with_tiny_models(m: dict[str, str]) -> list[str]:
     """configs/default.yaml as shipped, with only its model references pointed at the tiny local models."""
     return [f"stages.clip_score.model=vidprep-tiny-vit", f"stages.clip_score.model_config={m['clip_config']}",
             f"stages.clip_score.pretrained={m['clip']}", f"stages.clip_score.aesthetic={m['clip_aesthetic']}",
             f"stages.clip_score.aesthetic_clip=vidprep-tiny-vit/{m['clip']}",  # the tiny head's own CLIP
+            f"stages.clip_score.aesthetic_sha256={_sha256(m['clip_aesthetic'])}",  # the pin follows the file
             f"stages.caption.model={m['vlm']}", f"stages.expand.model={m['llm']}",
             "stages.expand.clip_model=vidprep-tiny-vit", f"stages.expand.clip_model_config={m['clip_config']}",
             f"stages.expand.clip_pretrained={m['clip']}",
