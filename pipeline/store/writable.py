@@ -67,32 +67,46 @@ def unwritable_as_error(out: str | Path) -> Iterator[None]:
 
 
 def output_problem(err: BaseException, out: Path) -> OutputUnwritable | None:
-    """The output problem behind `err` (through causes, contexts and Ray's `.cause`), or None."""
+    """The output problem behind `err` (through causes, contexts and Ray's `.cause`), or None.
+
+    An OSError's own errno and file name first; only then an errno in a message (pyarrow's, or the
+    text of a worker's traceback that Ray carries when it can't carry the exception itself)."""
+    chain = _chain(err)
+    for current in chain:
+        if isinstance(current, OSError) and current.errno is not None:
+            found = _as_problem(current.errno, current.filename, out)
+            if found is not None:
+                return found
+    for current in chain:
+        text = str(current)
+        match = _ERRNO_TEXT.search(text)
+        if not match:
+            continue
+        code, paths = int(match.group(1)), _QUOTED_PATH.findall(text)  # Python and pyarrow quote the file
+        ours = [p for p in paths if _inside(p, out)]
+        if code not in NO_SPACE and not ours:  # a text naming no file of the output: not known to be ours
+            continue
+        found = _as_problem(code, ours[0] if ours else (paths[0] if paths else None), out)
+        if found is not None:
+            return found
+    return None
+
+
+def _chain(err: BaseException) -> list[BaseException]:
     seen: set[int] = set()
+    found: list[BaseException] = []
     stack: list[BaseException | None] = [err]
     while stack:
         current = stack.pop()
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        found = _as_problem(current, out)
-        if found is not None:
-            return found
+        found.append(current)
         stack += [current.__cause__, current.__context__, getattr(current, "cause", None)]
-    return None
+    return found
 
 
-def _as_problem(err: BaseException, out: Path) -> OutputUnwritable | None:
-    code = getattr(err, "errno", None) if isinstance(err, OSError) else None
-    path = getattr(err, "filename", None) if isinstance(err, OSError) else None
-    if code is None:  # pyarrow's IOError, or a Ray error carrying only the worker's text
-        text = str(err)
-        match = _ERRNO_TEXT.search(text)
-        if not match:
-            return None
-        code = int(match.group(1))
-        quoted = _QUOTED_PATH.search(text)
-        path = quoted.group(1) if quoted else None
+def _as_problem(code: int, path, out: Path) -> OutputUnwritable | None:
     if code in NO_SPACE:
         cause, advice = NO_SPACE[code], "free some space"
     elif code in NOT_WRITABLE and (path is None or _inside(path, out)):
