@@ -184,3 +184,13 @@ def _wrapped(cause: BaseException) -> BaseException:
             raise RuntimeError("task failed") from err
     except RuntimeError as outer:
         return outer
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(tmp_path, capsys):
+    from pipeline.store.commit import OutputLock
+
+    (tmp_path / "in").mkdir()
+    assert main(["run", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *SETTINGS]) == 0
+    with OutputLock(tmp_path / "out"):  # a first run still writing
+        code = main(["run", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *SETTINGS])
+    assert code == 2 and f"another vidprep run is writing to {tmp_path / 'out'}" in capsys.readouterr().err
