@@ -57,11 +57,12 @@ print(json.dumps(results))
 """
 
 
-def in_namespace(steps: list[list[str]], privileged: bool) -> list[dict]:
-    """The steps' results, run in a private mount namespace (`unshare -m`, or `-rm` without root)."""
-    if shutil.which("unshare") is None:
+def in_namespace(steps: list[list[str]], unshare: list[str]) -> list[dict]:
+    """The steps' results, run in a private mount namespace (`unshare -m` as root, `-rm` without), or as
+    they are with `unshare=[]` (root in a user namespace would override the permissions under test)."""
+    if unshare and shutil.which("unshare") is None:
         pytest.skip("needs util-linux unshare to make a private mount namespace")
-    command = ["unshare", "-m" if privileged else "-rm", sys.executable, "-c", DRIVER, json.dumps(steps)]
+    command = [*unshare, sys.executable, "-c", DRIVER, json.dumps(steps)]
     done = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=300)
     if done.returncode != 0 and not done.stdout.strip():
@@ -117,13 +118,13 @@ def test_read_only_output_is_one_line_naming_the_path(videos, clean, tmp_path):
             for out in ("new", "missing/out", "done")]
     if root:
         results = in_namespace([["sh", f"mount --bind {shelf} {shelf} && mount -o remount,ro,bind {shelf}"], *runs],
-                               privileged=True)[1:]
+                               ["unshare", "-m"])[1:]
         cause = "read-only file system (EROFS)"
     else:
         shelf.chmod(0o555)
         done.chmod(0o555)
         try:
-            results = in_namespace([["sh", "true"], *runs], privileged=False)[1:]
+            results = in_namespace([["sh", "true"], *runs], [])[1:]
         finally:
             shelf.chmod(0o755)
             done.chmod(0o755)
@@ -147,7 +148,8 @@ def test_full_disk_mid_run_is_one_line_and_a_rerun_after_freeing_space_equals_a_
     run = ["vidprep", "run", "-i", str(videos), "-o", str(disk / "out"), *SETTINGS]
     results = in_namespace([["sh", f"mount -t tmpfs -o size={size} tmpfs {disk}"], run,
                             ["sh", f"cp -a {disk / 'out'} {first}"], ["sh", f"mount -o remount,size=64m {disk}"],
-                            run, ["sh", f"cp -a {disk / 'out'} {second}"]], privileged=os.geteuid() == 0)
+                            run, ["sh", f"cp -a {disk / 'out'} {second}"]],
+                           ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"])
     failed, rerun = results[1], results[4]
     assert failed["rc"] == EXIT_OUTPUT, failed
     line = the_error_line(failed)
