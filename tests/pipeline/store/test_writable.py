@@ -196,3 +196,17 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(tmp
     with OutputLock(tmp_path / "out"):  # a first run still writing
         code = main(["run", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *SETTINGS])
     assert code == 2 and f"another vidprep run is writing to {tmp_path / 'out'}" in capsys.readouterr().err
+
+
+def test_a_full_disk_under_the_run_log_prints_no_logging_traceback(tmp_path, capsys):
+    import logging
+
+    from pipeline.run.console import run_logging
+
+    with run_logging(tmp_path / "logs" / "run.log") as handler:
+        def full(_text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        handler.stream.write = full
+        logging.getLogger("vidprep").info("a line the disk can't take")
+    assert "Logging error" not in capsys.readouterr().err
