@@ -67,7 +67,19 @@ def run_summary(result) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"vidprep run {result.run_id} → {result.out}"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    if getattr(result, "no_clip_produced", False):
+        failed = ", ".join(f"{e} {n}" for e, n in errors) or "none"
+        lines.append(f"no clip was produced: all {sum(videos.values())} videos processed had errors "
+                     f"({failed}); the error rows are committed: "
+                     f"vidprep query {result.out} \"SELECT source_uri, error FROM videos\"")
     return "\n".join(lines)
+
+
+def nothing_listed_line(result) -> str:
+    """The one line `vidprep run` prints when the input held nothing to process."""
+    where = f"{result.source} or its subfolders" if result.recursive else result.source
+    return (f"vidprep run: no source found in {where}: no file named *{', *'.join(result.extensions)} "
+            "(input.extensions); nothing to do")
 
 
 def csv_text(table: pa.Table) -> str:

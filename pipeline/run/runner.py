@@ -24,6 +24,7 @@ from pipeline.config import Config
 from pipeline.run.executors import RayExecutor, SequentialExecutor
 from pipeline.store.faults import crash_point
 from pipeline.store.ownership import claim_output
+from pipeline.store.writable import probe as probe_writable, unwritable_as_error
 from pipeline.run.registry import committed_owners
 from pipeline.run.listing import list_sources
 from pipeline.run.devices import summarise as summarise_devices
@@ -55,6 +56,19 @@ class RunResult:
     decisions: Any = None  # the end-of-run status pass (near-duplicates), pipeline.catalog.refilter.Outcome
     plan: list[dict[str, Any]] = field(default_factory=list)  # each stage as scheduled (run.json's "plan")
     devices: list[dict[str, Any]] = field(default_factory=list)  # what model stages ran on (run.json's "devices")
+    source: str = ""  # the input as given (absolute for a local path)
+    extensions: list[str] = field(default_factory=list)  # what the listing looked for
+    recursive: bool = True
+
+    @property
+    def nothing_listed(self) -> bool:
+        """The input held no file with a configured extension: nothing to do (exit 0)."""
+        return self.listed == 0
+
+    @property
+    def no_clip_produced(self) -> bool:
+        """Sources were processed, and every one of them became an error row (exit 4: NO_CLIPS)."""
+        return self.processed > 0 and self.clips == 0
 
 
 class RunInterrupted(Exception):
@@ -75,8 +89,17 @@ def run(config: Config, source: str, output: str | Path, *, progress: bool = Tru
         source = str(Path(source).absolute())
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + secrets.token_hex(3)
-    result = RunResult(run_id=run_id, out=out)
+    result = RunResult(run_id=run_id, out=out, source=source, extensions=list(config.input.extensions),
+                       recursive=config.input.recursive)
+    with unwritable_as_error(out):  # read-only, no permission, no space: one line naming the path (exit 3)
+        return _run(config, source, out, result, started, progress, allow_config_change, verbose, interval)
+
+
+def _run(config: Config, source: str, out: Path, result: RunResult, started: float, progress: bool,
+         allow_config_change: bool, verbose: bool, interval: float) -> RunResult:
     claim_output(out, source)  # refuses a folder that is not vidprep's or overlaps the input, before any write
+    probe_writable(out)  # a read-only or full output fails here, before any work
+    run_id = result.run_id
     try:
         # vidprep reads nothing from a terminal; a child that does (scenedetect's ffmpeg probe) would hang
         # the run, so every process started during it (the embedded Ray cluster included) gets /dev/null.
