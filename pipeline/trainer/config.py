@@ -28,6 +28,7 @@ class ModelConfig:
     hidden_size: int | None = None
     num_heads: int | None = None
     grad_checkpointing: bool = False
+    packed_attention: Literal["segments", "mask"] = "segments"  # with data.packing (pipeline/trainer/packing.py)
 
     def __post_init__(self):
         if self.size not in DiT_models:
@@ -41,7 +42,8 @@ class ModelConfig:
         try:
             return DiTConfig.from_size(self.size, patch_t=self.patch_t, attention=self.attention, depth=self.depth,
                                        hidden_size=self.hidden_size, num_heads=self.num_heads, in_channels=in_channels,
-                                       text_dim=text_dim or None, grad_checkpointing=self.grad_checkpointing)
+                                       text_dim=text_dim or None, grad_checkpointing=self.grad_checkpointing,
+                                       packed_attention=self.packed_attention)
         except ValueError as err:
             raise ConfigError(f"model.{err}") from None
 
