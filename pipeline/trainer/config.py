@@ -79,6 +79,7 @@ class LoopConfig:
     device: str = "auto"  # auto: cuda:LOCAL_RANK when available, else cpu
     resume: Literal["auto", "never"] = "auto"  # auto: continue from results/checkpoints/latest.json
     heldout_t: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    peak_tflops: float | None = None  # the accelerator's dense peak for MFU; None: looked up by GPU name
 
     def __post_init__(self):
         for name in ("steps", "log_every", "eval_every", "ckpt_every", "keep_checkpoints"):
@@ -86,6 +87,8 @@ class LoopConfig:
                 raise ValueError(f"{name}: must be >= 1 (got {getattr(self, name)})")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay: must be in [0, 1) (got {self.ema_decay})")
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise ValueError(f"peak_tflops: must be > 0 (got {self.peak_tflops})")
         if not all(0 < t < 1 for t in self.heldout_t):
             raise ValueError(f"heldout_t: values in (0, 1) (got {self.heldout_t})")
 
