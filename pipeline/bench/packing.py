@@ -47,8 +47,9 @@ repeat, medians reported:
 Padding = 1 − clip tokens ÷ (steps × budget): the share of each step's token budget that held no
 clip. Tokens/s counts clip tokens only, over the training loop's wall time (its log line);
 tokens/CPU s divides the epoch's tokens by this process's CPU time for the whole `main` call
-(start-up included; less sensitive to other load on a shared machine). `python -m pipeline.bench.packing` (`--quick`: fewer
-clips); on a GPU add `--size DiT-B/2 --device cuda --precision bf16` for MFU."""
+(start-up included; less sensitive to other load on a shared machine). `vidprep bench --only
+packing` or `python -m pipeline.bench.packing` (`--quick`: fewer clips); on a GPU add
+`--size DiT-B/2 --device cuda --precision bf16` for MFU."""
 
 
 def main(argv: list[str] | None = None) -> int:

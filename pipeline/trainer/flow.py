@@ -116,11 +116,11 @@ class Flow:
             noise = torch.cat([z.reshape(-1) for z in noise]).to(device)
         counts = torch.tensor(sizes, device=device)
         if self.config.objective == "ddpm":
-            ab = torch.repeat_interleave(self.alphas_cumprod.to(device)[t].float(), counts)  # per value
+            ab = torch.repeat_interleave(self.alphas_cumprod.to(device)[t].float(), counts, output_size=x0.numel())
             xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
             target, timesteps = noise, t.float()
         else:
-            tt = torch.repeat_interleave(t.float(), counts)  # per value
+            tt = torch.repeat_interleave(t.float(), counts, output_size=x0.numel())  # per value (no host sync)
             xt = (1 - tt) * x0 + tt * noise
             target, timesteps = noise - x0, t.float() * 1000
         preds = model([v.view(s) for v, s in zip(xt.split(sizes), shapes)], timesteps)

@@ -16,6 +16,8 @@ cross examples; two kernels give the same result:
   L² scores, most of them masked away.
 
 Per-example conditioning (timestep, pooled text, class) is gathered per token.
+FlexAttention's block masks would be the third choice, but in PyTorch 2.13 its
+backward raises NotImplementedError on the CPU.
 """
 from __future__ import annotations
 
@@ -65,7 +67,9 @@ class Packing:
                 self.runs.append(Run(i, 1, shape, self.grids[i], start, start + self.tokens[i]))
             start += self.tokens[i]
         counts = torch.tensor(self.tokens, device=device)
-        self.token_example = torch.repeat_interleave(torch.arange(len(shapes), device=device), counts)  # (L,)
+        # output_size: no device-to-host sync on a GPU
+        self.token_example = torch.repeat_interleave(torch.arange(len(shapes), device=device), counts,
+                                                     output_size=self.length)  # (L,)
         self._masks: dict[str, torch.Tensor] = {}
 
     def __len__(self) -> int:
