@@ -123,10 +123,12 @@ def run_bench(out: Path, repeats: int, size: str = "DiT-S/2", device: str = "cpu
         loader = Loader(ShardIndex.open(out), DataConfig(token_budget=TOKEN_BUDGET, packing=packing, num_workers=0),
                         (1, 2))
         steps[name] = loader.steps_per_epoch
-    logging.getLogger("vidprep.train").setLevel(logging.WARNING)
     records: dict[str, list[dict]] = {name: [] for name in METHODS}
     cpu_s: dict[str, list[float]] = {name: [] for name in METHODS}
     summaries: dict[str, dict] = {}
+    train_log = logging.getLogger("vidprep.train")
+    level = train_log.level
+    train_log.setLevel(logging.WARNING)  # no per-run log lines in the benchmark's output
     with tempfile.TemporaryDirectory(prefix="vidprep-bench-packing-") as scratch:
         for r in range(repeats + 1):  # round 0: warm-up (page cache, allocator, kernels), not reported
             for name, overrides in METHODS.items():
@@ -145,6 +147,7 @@ def run_bench(out: Path, repeats: int, size: str = "DiT-S/2", device: str = "cpu
                     cpu_s[name].append(cpu)
                     summaries[name] = summary
                 shutil.rmtree(results, ignore_errors=True)
+    train_log.setLevel(level)
     result = {"token_budget": TOKEN_BUDGET, "size": size, "device": device, "precision": precision, "repeats": repeats,
               "buckets": {b: list(shape) for b, (shape, _) in BUCKETS.items()}, "steps": steps, "records": records,
               "tokens": {n: s["tokens"] for n, s in summaries.items()},

@@ -159,3 +159,22 @@ def test_gpu_peaks_are_looked_up_by_name():
     assert peak_flops("NVIDIA H100 PCIe") == 756e12 and peak_flops("NVIDIA L40S") == 362e12
     assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12 and peak_flops("NVIDIA GeForce RTX 4090") == 165e12
     assert peak_flops("x86_64") is None
+
+
+def test_packing_benchmark_trains_the_same_clips_three_ways_and_rewrites_its_section(shards, tmp_path):
+    from pathlib import Path
+
+    from pipeline.bench.packing import END, START, markdown, run_bench, update_markdown
+
+    result = run_bench(Path(shards), repeats=1)
+    assert set(result["tokens"]) == {"bucketed", "packed_segments", "packed_mask"}
+    assert len(set(result["tokens"].values())) == 1 and len(set(result["samples"].values())) == 1  # the same clips
+    assert result["steps"]["packed_segments"] == result["steps"]["packed_mask"] < result["steps"]["bucketed"]
+    assert result["padding"]["packed_segments"] < result["padding"]["bucketed"]
+    result.update(command="python -m pipeline.bench.packing", date="today", machine="this one", clips=48, threads=1)
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n")
+    for _ in range(2):  # the second run replaces the section
+        update_markdown(doc, markdown(result))
+    text = doc.read_text()
+    assert text.count(START) == 1 and text.count(END) == 1 and text.count("| packed, segments attention |") == 1
