@@ -143,9 +143,14 @@ def test_packed_training_logs_less_padding_than_bucketed(shards, tmp_path, tiny_
     for packing in (False, True):
         results = tmp_path / str(packing)
         summary = main(tiny_config(shards, str(results), "train.steps=6", "train.log_every=3", "data.token_budget=60",
-                                   "data.window_row_groups=12", f"data.packing={str(packing).lower()}", "optim.lr=0.003"))
+                                   "data.window_row_groups=12", f"data.packing={str(packing).lower()}", "optim.lr=0.003",
+                                   *(["train.peak_tflops=0.5"] if packing else [])))
         records = [json.loads(line) for line in (results / "log.jsonl").read_text().splitlines()]
-        assert all(r["tokens_per_s"] > 0 and r["model_tflops_per_s"] > 0 and "mfu" not in r for r in records)
+        assert all(r["tokens_per_s"] > 0 and r["model_tflops_per_s"] > 0 for r in records)
+        if packing:  # MFU against the given peak (on a CPU, only when one is given)
+            assert all(r["mfu"] == pytest.approx(r["model_tflops_per_s"] / 0.5) for r in records)
+        else:
+            assert all("mfu" not in r for r in records)
         assert all(0 <= r["padding"] < 1 and 0 <= r["text_padding"] < 1 for r in records)
         assert np.isfinite(summary["losses"]).all()
         runs[packing] = summary
