@@ -8,8 +8,9 @@
 folder and logging (rank 0), data, model + EMA + optimiser, resume, then the
 loop (rank-0 log line every `log_every` steps with loss, steps/s, tokens/s,
 padding — the share of the steps' token budget that held no clip — and on a
-GPU of known peak, MFU from the model's FLOPs per sample; held-out loss at fixed t every `eval_every`; a checkpoint every `ckpt_every`
-and at the end). Resuming continues bit for bit on CPU: weights, EMA,
+GPU of known peak, MFU from the model's FLOPs per clip; held-out loss at
+fixed t every `eval_every`; a checkpoint every `ckpt_every` and at the end).
+Batches are bucketed, or packed (NaViT) with `data.packing`. Resuming continues bit for bit on CPU: weights, EMA,
 optimiser, loader position and every RNG that the loop draws from.
 """
 from __future__ import annotations
