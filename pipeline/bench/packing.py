@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="DiT-S/2", help="DiT size; the default is narrowed to a tiny model")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--token-budget", type=int, default=TOKEN_BUDGET, help="patch tokens per step (a GPU wants more)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU")
     parser.add_argument("--folder", help="where the shards go (default: a cached temp folder)")
     parser.add_argument("--json", help="write the raw figures here")
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     out = shards_folder(args.folder, clips)
-    result = run_bench(out, repeats, args.size, args.device, args.precision)
+    result = run_bench(out, repeats, args.size, args.device, args.precision, args.token_budget)
     result.update(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), clips=clips,
                   command="python -m pipeline.bench.packing " + " ".join(argv if argv is not None else sys.argv[1:]),
                   machine=_machine(), threads=args.threads)
@@ -110,7 +111,8 @@ METHODS = {"bucketed": ["data.packing=false"],
            "packed_mask": ["data.packing=true", "model.packed_attention=mask"]}
 
 
-def run_bench(out: Path, repeats: int, size: str = "DiT-S/2", device: str = "cpu", precision: str = "fp32") -> dict:
+def run_bench(out: Path, repeats: int, size: str = "DiT-S/2", device: str = "cpu", precision: str = "fp32",
+              token_budget: int = TOKEN_BUDGET) -> dict:
     from pipeline.trainer.config import load_train_config
     from pipeline.trainer.index import ShardIndex
     from pipeline.trainer.loader import DataConfig, Loader
@@ -120,7 +122,7 @@ def run_bench(out: Path, repeats: int, size: str = "DiT-S/2", device: str = "cpu
     steps = {}
     for name, overrides in METHODS.items():  # one epoch each: the same clips
         packing = "data.packing=true" in overrides
-        loader = Loader(ShardIndex.open(out), DataConfig(token_budget=TOKEN_BUDGET, packing=packing, num_workers=0),
+        loader = Loader(ShardIndex.open(out), DataConfig(token_budget=token_budget, packing=packing, num_workers=0),
                         (1, 2))
         steps[name] = loader.steps_per_epoch
     records: dict[str, list[dict]] = {name: [] for name in METHODS}
@@ -135,7 +137,7 @@ def run_bench(out: Path, repeats: int, size: str = "DiT-S/2", device: str = "cpu
                 results = Path(scratch) / f"{name}-{r}"
                 config = load_train_config(None, [
                     f"data.path={out}", f"train.results={results}", f"model.size={size}", *tiny,
-                    f"data.token_budget={TOKEN_BUDGET}", "data.num_workers=0", f"train.steps={steps[name]}",
+                    f"data.token_budget={token_budget}", "data.num_workers=0", f"train.steps={steps[name]}",
                     f"train.log_every={steps[name]}", "train.ckpt_every=1000000", f"train.device={device}",
                     f"train.precision={precision}", *overrides])
                 started = time.process_time()
@@ -148,7 +150,7 @@ def run_bench(out: Path, repeats: int, size: str = "DiT-S/2", device: str = "cpu
                     summaries[name] = summary
                 shutil.rmtree(results, ignore_errors=True)
     train_log.setLevel(level)
-    result = {"token_budget": TOKEN_BUDGET, "size": size, "device": device, "precision": precision, "repeats": repeats,
+    result = {"token_budget": token_budget, "size": size, "device": device, "precision": precision, "repeats": repeats,
               "buckets": {b: list(shape) for b, (shape, _) in BUCKETS.items()}, "steps": steps, "records": records,
               "tokens": {n: s["tokens"] for n, s in summaries.items()},
               "samples": {n: s["samples"] for n, s in summaries.items()},
@@ -172,7 +174,7 @@ def markdown(result: dict) -> str:
     lines = [f"Command: `{result['command']}` — {result['date']}.",
              f"Machine: {result['machine']}; torch threads {result['threads']}.",
              f"{result['clips']} clips in {len(result['buckets'])} buckets, {result['tokens']['bucketed']:,} clip tokens per "
-             f"epoch; {result['size']}{' narrowed to depth 2, width 64' if result['device'] == 'cpu' and result['size'] == 'DiT-S/2' else ''}"
+             f"epoch, token budget {result['token_budget']:,}; {result['size']}{' narrowed to depth 2, width 64' if result['device'] == 'cpu' and result['size'] == 'DiT-S/2' else ''}"
              f", {result['device']} {result['precision']}; median of {result['repeats']} interleaved repeats after a "
              "warm-up round.", "",
              "| method | steps / epoch | clips / step | padding | text padding | tokens/s | vs bucketed | tokens/CPU s "
