@@ -43,7 +43,7 @@ from pipeline.trainer.reader import DROP, LONG, SHORT, read_batches, text_dim
 class DataConfig:
     path: str = ""  # the pipeline output (OUT or OUT/shards); `vidprep train --data` sets it
     token_budget: int = 8192  # patch tokens per batch: batch size = budget // tokens per sample
-    max_batch_size: int = 64
+    max_batch_size: int = 64  # clips per batch (per pack with `packing`)
     window_row_groups: int = 4  # row groups read and shuffled together (memory ≈ this × row group size)
     caption_long_prob: float = 0.95  # else caption_short (DALL-E 3 mixed 95% descriptive captions)
     text_drop_prob: float = 0.1  # empty caption, for classifier-free guidance
