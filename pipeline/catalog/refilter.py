@@ -19,6 +19,7 @@ clips are judged by it too), else the run config's filter stage.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,14 @@ def current_settings(out: str | Path) -> dict[str, Any]:
 
 
 def after_run(out: str | Path, config) -> Outcome | None:
-    """The end-of-run pass: near-duplicates (and a sticky refilter) over everything committed."""
+    """The end-of-run pass: near-duplicates (and a sticky refilter) over everything committed.
+
+    None when there is nothing to decide: no filter stage, or no clip committed yet (an empty input,
+    or only sources that failed): without clips the catalog has none of the score columns the keep
+    expression names, and there is nothing to keep or to compare."""
+    if not has_clips(out):
+        logging.getLogger("vidprep").info("end-of-run pass skipped: %s holds no clip yet", out)
+        return None
     latest = StatusLog(out).latest()
     stage = config.stages.get("filter")
     if latest and latest.get("made_by") == "refilter":
@@ -79,6 +87,11 @@ def after_run(out: str | Path, config) -> Outcome | None:
     return refilter(out, **settings, made_by="run")
 
 
+def has_clips(out: str | Path) -> bool:
+    """Whether any committed clip row exists (videos that failed have a `videos` row only)."""
+    return any(CommitLog(out).files("clips"))
+
+
 def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: Any = UNCHANGED,
              dedup_bands: Any = UNCHANGED, *, dry_run: bool = False, made_by: str = "refilter") -> Outcome:
     """Re-decide every clip's status from stored scores; publish an overlay unless `dry_run`."""
@@ -88,6 +101,9 @@ def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: An
     bands = now["dedup_bands"] if dedup_bands is UNCHANGED else dedup_bands
     if distance is not None and not 0 <= distance < 2:
         raise ValueError(f"near_duplicate_distance: must be in [0, 2) (got {distance})")
+    if not has_clips(out):
+        raise ValueError(f"{out}: no clip committed yet (every source failed, or none was listed): "
+                         "nothing to refilter")
     outcome = Outcome(str(out), keep, distance, int(bands), made_by)
     with OutputLock(out):
         con = connect(out)
