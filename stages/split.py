@@ -63,6 +63,9 @@ class Split(Stage):
     decode_short_side: int = 224  # decoder-side downscale; also the sampled frames' size
     detect_width: int = 256  # frames go to the detector this wide (never wider than decoded), as the CLI does
     reader: Literal["pyav", "decord"] = "pyav"  # decord: where exact (MP4/MKV/WebM/AVI); measured slower here
+    # FFmpeg skips H.264/HEVC deblocking in this pass only (detection and sampled frames; encode decodes in
+    # full): ~20% less split time on 720p H.264, slightly blockier sampled frames, cuts can differ
+    skip_loop_filter: bool = False
     sample_frames: int = 8  # K frames kept per accepted clip for later stages
     frame_buffer: int = 256  # frames of the open scene kept in memory (decimated beyond)
     thumbnail_size: int = 160
@@ -163,7 +166,8 @@ class Split(Stage):
         accepted clip still holds 2 × sample_frames of them (picks land within n/2 of even spacing)."""
         source = PyAVFrames(path, width, height, threads, stream_index)
         shortest = math.ceil(self.min_clip_s * (source.fps or 30.0))
-        return source.for_detection(self.detect_width, max(1, shortest // (2 * self.sample_frames)))
+        return source.for_detection(self.detect_width, max(1, shortest // (2 * self.sample_frames)),
+                                    self.skip_loop_filter)
 
     def _detect(self, source, fps: float):
         """One pass over the frames: (scenes with their buffered frames, cuts, frames decoded, error or None)."""

@@ -133,11 +133,15 @@ class PyAVFrames:
 
         self.sample_scaler, self.detect_scaler = VideoReformatter(), VideoReformatter()
 
-    def for_detection(self, detect_width: int, sample_every: int) -> "PyAVFrames":
+    def for_detection(self, detect_width: int, sample_every: int, skip_loop_filter: bool = False) -> "PyAVFrames":
         """Make `chunks` yield, per frame, (BGR at `detect_width`, RGB at the requested size or None):
         both sizes scaled by FFmpeg from the decoded frame, the larger one only every `sample_every`
-        frames (the frames split may sample): one decode, no second resize of the large frame."""
+        frames (the frames split may sample): one decode, no second resize of the large frame.
+        `skip_loop_filter`: FFmpeg skips the in-loop deblocking filter (H.264/HEVC): a cheaper decode
+        whose pixels differ slightly from a full decode; frame numbers and times are unchanged."""
         self.detect_width, self.sample_every = detect_width, max(1, sample_every)
+        if skip_loop_filter:
+            self.stream.codec_context.options = {"skip_loop_filter": "all"}
         return self
 
     def _detect_image(self, frame) -> np.ndarray:

@@ -88,6 +88,20 @@ def test_the_container_not_the_extension_decides(stamped, tmp_path):
     assert [read_stamp(f) for f in frames] == first["sample_frame_indices"]
 
 
+@pytest.mark.parametrize("name", ["h264_ts", "h264_mp4_open_gop"])
+def test_skipping_the_loop_filter_keeps_frame_numbers_and_times(stamped, name):
+    path, cuts, _ = stamped[name]
+    stage = Split(min_clip_s=0.5, sample_frames=4, trim_frames=2, skip_loop_filter=True)
+    out = stage(Probe()(pa.table({"source_uri": [str(path)]})))
+    video, clips = out.column("video")[0].as_py(), out.drop_columns(["video"]).to_pylist()
+    assert video["cuts"] == cuts
+    times = presentation_times(path)
+    for clip in (c for c in clips if c["status"] == "accepted"):
+        frames = np.frombuffer(clip["frames"], np.uint8).reshape(clip["frames_shape"])
+        assert [read_stamp(f) for f in frames] == clip["sample_frame_indices"]
+        assert clip["start_s"] == pytest.approx(times[clip["start_frame"]], abs=1e-4)
+
+
 @pytest.mark.parametrize("name", ["h264_ts", "mpeg2_ps", "h264_mp4_open_gop"])
 def test_span_reads_seek_instead_of_decoding_from_the_start(stamped, name):
     from stages.video.frames import PyAVFrames
