@@ -54,6 +54,14 @@ demo: install
 	          round(duration_s, 2) AS seconds, status, reason FROM clips ORDER BY video, clip_index"
 	$(VENV)/bin/vidprep query $(DEMO_DIR)/out \
 	  "SELECT regexp_extract(source_uri, '[^/]+$$') AS video, status, cuts, num_clips FROM videos ORDER BY video"
+	@echo "REAL (measured from pixels by stage signals; the filter decides on these): black_fraction, sharpness," \
+	  "colourfulness, motion_flow_px, camera_motion, motion_subject_share, motion_frozen, text_area, and split's cuts." \
+	  "RANDOM-model columns (meaningless here): clip_* and near-duplicates (tiny random CLIP), captions, latents."
+	$(VENV)/bin/vidprep query $(DEMO_DIR)/out \
+	  "SELECT regexp_extract(source_uri, '[^/]+$$') AS video, clip_index, round(black_fraction, 2) AS black, \
+	          round(motion_flow_px, 2) AS flow_px, camera_motion, round(motion_subject_share, 2) AS subject, \
+	          motion_frozen AS frozen, round(text_area, 3) AS text, status FROM clips \
+	   WHERE luma_mean IS NOT NULL ORDER BY video, clip_index"
 	@echo "NOTE: the demo's captioner and expander are tiny RANDOM models: their captions are MEANINGLESS," \
 	  "and expand falls back to the dense caption (expand_status and expand_reason say why)."
 	$(VENV)/bin/vidprep query $(DEMO_DIR)/out \

@@ -166,3 +166,25 @@ def test_config_errors_name_the_field():
                            "stages.signals.text=false"])
     with pytest.raises(ConfigError, match="stages.signals.flow_short_side: must be >= 16"):
         load_config(None, ["stages.signals.flow_short_side=4"])
+
+
+def test_a_keep_expression_on_a_signal_that_is_not_computed_fails_at_start():
+    keep = "stages.filter.keep=black_fraction < 0.5 AND text_area < 0.02"
+    with pytest.raises(ConfigError, match="stages.filter.keep: black_fraction is written by stage signals"):
+        load_config(None, [keep])
+    with pytest.raises(ConfigError, match=r"text_area is written by stage signals \(text: true\)"):
+        load_config(None, [keep, "stages.signals.text=false"])
+    with pytest.raises(ConfigError, match="nsfw_score is written by stage nsfw"):
+        load_config(None, ["stages.filter.keep=nsfw_score < 0.5", "stages.signals.text=false"])
+    assert load_config(None, [keep, "stages.signals.motion=false"]).stages["filter"].keep
+
+
+def test_a_large_uniform_disc_is_not_text():
+    """PP-OCR's detector scores a plain disc as high as text (0.8-0.9); such squarish blobs are not counted."""
+    from pipeline.kit.synth import scene_frames
+
+    stage = Signals(pixels=False, motion=False)
+    stage.setup()
+    discs = [scene_frames(np.random.default_rng(seed), 1, W, H)[0] for seed in range(4)]
+    (clip,) = rows(stage, [discs[:4] + discs[:2]])
+    assert clip["text_boxes"] == 0 and clip["text_area"] == 0
