@@ -1,9 +1,9 @@
 """Text on screen: PP-OCRv4's text detector, as bundled (ONNX) with rapidocr-onnxruntime; no download.
 
 Only the detector runs (where is text, not what it says): per frame, the union area of the detected text
-boxes over the frame's area, and the number of boxes (large squarish boxes dropped: `_looks_like_text`). Frames are upscaled so their short side is
-`short_side` before detection: split's 224-px frames put a 720p subtitle at ~8 px high, below what the
-detector (trained on text >= ~10 px) finds reliably.
+boxes over the frame's area, and the number of boxes (large squarish boxes dropped: `_looks_like_text`).
+Frames are upscaled so their short side is `short_side` before detection: split's 224-px frames put a 720p
+subtitle at ~8 px high, at the edge of what the detector (trained on text >= ~10 px) finds reliably.
 """
 from __future__ import annotations
 
