@@ -182,6 +182,10 @@ def _check_measured_columns(stages: dict[str, Stage]) -> None:
     if missing:
         raise ConfigError(f"stages.filter.keep: {missing[0]} is written by {groups[missing[0]]}, which this "
                           "config does not run: every clip would be rejected")
+    motion = [c for c in keep.used if c in {f.name for f in SIGNAL_FIELDS["motion"]}]
+    if motion and stages["split"].sample_frames < 2:
+        raise ConfigError(f"stages.filter.keep: {motion[0]} needs two sampled frames per clip, and "
+                          f"stages.split.sample_frames is {stages['split'].sample_frames}: every clip would be rejected")
 
 
 def _check_text_source(stages: dict[str, Stage]) -> None:

