@@ -11,7 +11,8 @@ Reads split's K sampled frames (`frames`, K x H x W x 3 uint8) and their source 
 
 These measure directly what clip_score's prompts (clip_black, clip_blurry, clip_still, clip_text_overlay)
 and clip_motion only approximate. Every value is stored, so `vidprep refilter` can re-threshold them.
-Rejected rows pass through with nulls.
+Rejected rows pass through with nulls. A plain task, not an actor: the text detector (~0.3 s to load) is
+loaded once per worker process on first use and kept (stages/models/ocr.py `cached_detector`).
 """
 from __future__ import annotations
 
@@ -69,22 +70,20 @@ class Signals(Stage):
     def outputs(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.catalog_fields)
 
-    def setup(self) -> None:
+    def __call__(self, batch: pa.Table) -> pa.Table:
         import cv2
 
-        cv2.setNumThreads(max(1, int(self.resources.cpus)))
-        self.detector = None
-        if self.text:
-            from stages.models.ocr import TextDetector
-
-            self.detector = TextDetector(self.text_short_side, max(1, int(self.resources.cpus)),
-                                         self.text_box_threshold)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
         from stages.video.motion import clip_motion
         from stages.video.pixels import pixel_stats
 
         self.check_inputs(batch)
+        threads = max(1, int(self.resources.cpus))
+        cv2.setNumThreads(threads)
+        detector = None
+        if self.text:
+            from stages.models.ocr import cached_detector
+
+            detector = cached_detector(self.text_short_side, threads, self.text_box_threshold)
         rows = self.accepted(batch)
         values = {f.name: [None] * batch.num_rows for f in self.catalog_fields}
         frames = batch.column("frames").to_pylist() if rows else []
@@ -98,7 +97,7 @@ class Signals(Stage):
             if self.motion:
                 found.update(clip_motion(clip, indices[i], self.motion_settings))  # {} when K = 1: nulls
             if self.text:
-                areas, boxes = zip(*(self.detector.text_area(frame) for frame in clip))
+                areas, boxes = zip(*(detector.text_area(frame) for frame in clip))
                 found.update(text_area=float(np.mean(areas)), text_boxes=int(max(boxes)))
             for name, value in found.items():
                 values[name][i] = value

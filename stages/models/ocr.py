@@ -7,11 +7,18 @@ subtitle at ~8 px high, at the edge of what the detector (trained on text >= ~10
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 
 PACKAGE = "rapidocr_onnxruntime"
+
+
+@functools.lru_cache(maxsize=4)
+def cached_detector(short_side: int, threads: int, box_threshold: float) -> "TextDetector":
+    """One detector per worker process and setting: stage signals is a task, and Ray reuses its workers."""
+    return TextDetector(short_side, threads, box_threshold)
 
 
 class TextDetector:
