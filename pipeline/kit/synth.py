@@ -87,12 +87,14 @@ DEMO_VIDEOS = {  # name: scene lengths in frames at 24 fps (cuts at their runnin
     "kitchen.mp4": [144, 20, 100],  # a 20-frame scene: kept as rejected too_short
     "forest.mp4": [200],
 }
+DEMO_BLACK_SCENES = {"street.mp4": (2,)}  # street ends on 5 s of black: the demo's filter rejects it (black_fraction)
 
 
 def write_demo_videos(folder: str | Path, width: int = 320, height: int = 180) -> dict[str, list[int]]:
     """The demo's sample videos; returns each file's true cuts."""
     folder = Path(folder)
-    return {name: write_video(folder / name, lengths, width=width, height=height, seed=i)
+    return {name: write_video(folder / name, lengths, width=width, height=height, seed=i,
+                              black_scenes=DEMO_BLACK_SCENES.get(name, ()))
             for i, (name, lengths) in enumerate(DEMO_VIDEOS.items())}
 
 

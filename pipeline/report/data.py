@@ -128,6 +128,13 @@ def buckets(con) -> list[tuple[str, int, int]]:
     return [(b, counts.get(b, 0), shards.get(b, 0)) for b in names]
 
 
+def camera_motion(con) -> list[tuple[str, int, int, int]]:
+    """(camera_motion class, accepted, rejected, of which motion_frozen) over scored clips, most clips first."""
+    return con.execute("""SELECT camera_motion, count(*) FILTER (status = 'accepted'),
+                                 count(*) FILTER (status <> 'accepted'), count(*) FILTER (motion_frozen)
+                          FROM clips WHERE camera_motion IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1""").fetchall()
+
+
 def thumbnails(con, cols: dict[str, str], limit: int) -> list[dict[str, Any]]:
     """Accepted clips with a thumbnail: a deterministic spread across sources (ordered by clip id)."""
     caption = "caption_short" if cols.get("caption_short") == "VARCHAR" else "NULL"

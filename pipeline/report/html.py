@@ -143,7 +143,20 @@ def _scores(con, cols: dict[str, str]) -> str:
         extra += "<p class=\"muted\">No values: " + ", ".join(f"<code data-empty=\"{_e(c)}\">{_e(c)}</code>"
                                                                 for c in empty) + ".</p>"
     return _section("scores", f"<p class=\"muted\">Every numeric column a stage added to <code>clips</code>, "
-                              f"stacked by status.</p>{_plots(figures)}{extra}")
+                              f"stacked by status. clip_* come from CLIP (prompt scores are proxies); the "
+                              f"others from stage signals and nsfw are measured from the pixels.</p>"
+                              f"{_plots(figures)}{extra}{_camera(con, cols)}")
+
+
+def _camera(con, cols: dict[str, str]) -> str:
+    """Stage signals' camera_motion classes (a text column: no histogram) with frozen/slideshow counts."""
+    if "camera_motion" not in cols:
+        return ""
+    rows = "".join(f"<tr><th>{_e(name)}</th><td class=\"n\" data-camera=\"{_e(name)}\" data-count=\"{a}\">{a}</td>"
+                   f"<td class=\"n\">{r}</td><td class=\"n\">{f}</td></tr>"
+                   for name, a, r, f in data.camera_motion(con))
+    return ("<h3>Camera motion (optical flow)</h3><table><tr><th>camera_motion</th><th>accepted</th>"
+            f"<th>rejected</th><th>frozen or slideshow</th></tr>{rows}</table>")
 
 
 def _captions(con, cols: dict[str, str]) -> str:

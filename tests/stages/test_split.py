@@ -103,3 +103,21 @@ def test_bad_settings_name_the_field():
         Split(min_clip_s=5, max_clip_s=2)
     with pytest.raises(ValueError, match="^sample_frames"):
         Split(sample_frames=0)
+
+
+def test_transnetv2_detector_cuts_in_the_same_convention_and_keeps_its_probabilities(tmp_path):
+    path = tmp_path / "two_shots.mp4"
+    (cut,) = write_video(path, [24, 26], width=160, height=96, seed=4)  # 50 frames: one TransNetV2 window
+    video, clips = split_one(str(path), detector="transnetv2", min_scene_frames=10, min_clip_s=0.5)
+    assert_cuts_near(video["cuts"], [cut])
+    probs = video["shot_probabilities"]
+    assert len(probs) == video["num_frames"] == 50 and max(probs) > 0.5
+    found = video["cuts"][0]
+    assert [(c["start_frame"], c["end_frame"]) for c in clips] == [(0, found - 2), (found + 2, 50)]  # trimmed
+    plain, _ = split_one(str(path), detector="content")
+    assert plain["shot_probabilities"] is None and plain["cuts"] == video["cuts"]
+
+
+def test_transnetv2_threshold_is_a_probability():
+    with pytest.raises(ValueError, match="threshold: is a probability"):
+        Split(detector="transnetv2", threshold=27.0)

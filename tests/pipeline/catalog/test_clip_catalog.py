@@ -12,7 +12,7 @@ from pipeline.store.status import StatusLog
 from pipeline.kit.synth import write_video
 
 STAGES = ("probe", "split", "clip_score", "filter")
-KEEP = "clip_frame_consistency >= 0.9 AND clip_black < 0.9"  # configs/demo.yaml's
+KEEP = "clip_frame_consistency >= 0.9 AND clip_black < 0.9"  # clip_score's columns only (no signals stage here)
 TEXT = "a disc bouncing over stripes"
 
 
@@ -46,7 +46,7 @@ def vidprep(*args) -> tuple[int, str]:
 
 def run_args(demo_yaml, models, videos, out, runner="sequential"):
     return ["run", "-c", demo_yaml(STAGES), "-i", videos, "-o", out, "--runner", runner, "--no-progress",
-            "--set", "stages.filter.near_duplicate_distance=0.005",
+            "--set", "stages.filter.near_duplicate_distance=0.005", "--set", f"stages.filter.keep={KEEP}",
             "--set", f"stages.clip_score.model_config={models['clip_config']}",
             "--set", f"stages.clip_score.pretrained={models['clip']}",
             "--set", f"stages.clip_score.aesthetic={models['clip_aesthetic']}"]

@@ -16,7 +16,7 @@ from pipeline.report.html import SECTIONS, build_html
 from pipeline.report.data import score_columns
 from pipeline.kit.synth import write_video
 
-STAGES = ("probe", "split", "clip_score", "filter")
+STAGES = ("probe", "split", "signals", "clip_score", "filter")
 CHROMIUM = os.environ.get("VIDPREP_CHROMIUM", "/usr/bin/chromium")
 THUMBNAILS, EXAMPLES = 3, 6
 
@@ -42,6 +42,7 @@ def out(demo_yaml, tmp_path_factory):
     folder = tmp_path_factory.mktemp("out")
     code, _, err = vidprep("run", "-c", demo_yaml(STAGES), "-i", videos, "-o", folder, "--runner", "sequential",
                            "--no-progress", "--set", "stages.filter.keep=clip_motion > 0.00001",  # black: motion 0
+                           "--set", "stages.signals.text=false",  # every text_area 0: one constant fewer
                            "--set", f"stages.clip_score.model_config={models['clip_config']}",
                            "--set", f"stages.clip_score.pretrained={models['clip']}",
                            "--set", f"stages.clip_score.aesthetic={models['clip_aesthetic']}")
@@ -140,7 +141,8 @@ def test_every_score_column_has_a_histogram_of_its_values(out, page):
     plotted = {a["data-hist"]: int(a["data-n"]) for a in page.attrs("data-hist", "scores")}
     empty = {a["data-empty"] for a in page.attrs("data-empty", "scores")}
     constant = {a["data-constant"] for a in page.attrs("data-constant", "scores")}
-    assert set(plotted) | empty | constant == set(scores) and not constant
+    assert set(plotted) | empty | constant == set(scores)
+    assert constant == {"motion_jump_fraction"}  # no clip here has a jump between sampled frames: all 0
     assert empty == {"clip_text_similarity"}  # no sidecar text: every value null
     for column, n in plotted.items():
         assert n == con.execute(f"SELECT count({column}) FROM clips WHERE isfinite({column})").fetchone()[0] > 0
@@ -148,6 +150,14 @@ def test_every_score_column_has_a_histogram_of_its_values(out, page):
     assert durations == {"duration-clips": con.execute("SELECT count(*) FROM clips").fetchone()[0],
                          "duration-videos": con.execute("SELECT count(duration_s) FROM videos").fetchone()[0]}
     assert not page.attrs("data-hist", "captions") and not page.attrs("data-bucket")  # no caption/encode stage
+
+
+def test_camera_motion_classes_are_counted_as_sql_counts_them(out, page):
+    con = connect(out)
+    expected = dict(con.execute("""SELECT camera_motion, count(*) FILTER (status = 'accepted') FROM clips
+                                   WHERE camera_motion IS NOT NULL GROUP BY 1""").fetchall())
+    assert page.counts("data-camera") == expected
+    assert "static" in expected  # b.mp4's black scene: no motion at all (and flagged frozen)
 
 
 def test_thumbnails_and_rejected_examples_come_from_the_catalog(out, page):

@@ -21,7 +21,7 @@ from pipeline.config import load_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 REPO = Path(__file__).parents[3]
-STAGES = ("pending", "probe", "split", "clip_score", "filter", "caption", "expand", "encode", "write")
+STAGES = ("pending", "probe", "split", "signals", "clip_score", "filter", "caption", "expand", "encode", "write")
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,13 @@ ROOT = Path(__file__).parents[3]
 DEFAULT = ROOT / "configs" / "default.yaml"
 
 
+MODEL_STAGES = ("clip_score", "caption", "expand", "encode")  # gpus: auto in the default config
+
+
 def _gpu_stages(cluster):
     stages = load_config(DEFAULT).plan()
     plan.assign_auto_gpus(stages, cluster)
-    return {s.name: (s.resources.gpus, s.resources.concurrency) for s in stages if s.needs_actor}
+    return {s.name: (s.resources.gpus, s.resources.concurrency) for s in stages if s.name in MODEL_STAGES}
 
 
 def test_auto_shares_one_gpu_between_the_four_model_stages():
