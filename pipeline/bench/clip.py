@@ -63,12 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             clips, per_forward, repeats = PLANS[name]["quick" if args.quick else "full"]
             result["models"][name] = measure(name, device, clips, per_forward, repeats, Path(work))
             print(json.dumps({name: result["models"][name]}), flush=True)
-    text = markdown(result)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    if args.markdown:
-        benchkit.update_section(Path(args.markdown), "clip", "CLIP scoring", text)
+    benchkit.publish(result, markdown(result), args.json, args.markdown, "clip", "CLIP scoring")
     return 0
 
 

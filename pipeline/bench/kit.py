@@ -65,8 +65,9 @@ def machine_line(info: dict) -> str:
             + ", ".join(f"{k} {v}" for k, v in info["packages"].items() if v))
 
 
-def update_section(path: Path, key: str, title: str, body: str) -> None:
-    """Replace the text between `<!-- bench:KEY:start/end -->`; append a `## title` section if absent."""
+def update_section(path: Path, key: str, title: str, body: str, description: str = "") -> None:
+    """Replace the text between `<!-- bench:KEY:start/end -->`; append a `## title` section (with
+    `description` before the markers) if absent."""
     start_mark, end_mark = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
     block = f"{start_mark}\n{body}\n{end_mark}"
     text = path.read_text() if path.is_file() else ""
@@ -74,9 +75,44 @@ def update_section(path: Path, key: str, title: str, body: str) -> None:
     if start != -1 and end > start:
         text = text[:start] + block + text[end + len(end_mark):]
     else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + f"## {title}\n\n{block}\n"
+        intro = f"{description}\n\n" if description else ""
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + f"## {title}\n\n{intro}{block}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def publish(result: dict, text: str, json_path: str | None, markdown_path: str | None, key: str, title: str,
+            description: str = "") -> None:
+    """A benchmark's ending: its table printed, raw figures as JSON, its section of the Markdown file."""
+    import json
+
+    print(text)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+    if markdown_path:
+        update_section(Path(markdown_path), key, title, text, description)
+
+
+def cached_folder(folder: str | None, name: str, build: Callable[[Path], object]) -> Path:
+    """`build(path)` once per name under the bench cache (VIDPREP_BENCH_CACHE or the temp folder); a
+    folder counts as built only when complete: it is built beside and renamed."""
+    import shutil
+    import tempfile
+
+    base = Path(folder or os.environ.get("VIDPREP_BENCH_CACHE", Path(tempfile.gettempdir()) / "vidprep-bench"))
+    out = base / name
+    if (out / "_commits").is_dir():
+        return out
+    partial = base / f"{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    build(partial)
+    partial.rename(out)
+    return out
+
+
+def machine_text() -> str:
+    """The machine line without its label, with the load average (other work skews wall-clock figures)."""
+    return machine_line(machine_info()).removeprefix("Machine: ") + f", load average {os.getloadavg()[0]:.1f}"
 
 
 def peak_rss_mib() -> float:

@@ -9,17 +9,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
-import json
-import os
-import shutil
 import time
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from pipeline.bench.kit import cached_folder, machine_text, publish
 
 START, END = "<!-- bench:loader:start -->", "<!-- bench:loader:end -->"
 DESCRIPTION = """Synthetic shards in the real contract (`pipeline.trainer.synthetic`), sized like the
@@ -64,32 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     result = run_bench(out, repeats)
     result.update(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), rows=rows,
                   command="python -m pipeline.bench.loader " + " ".join(argv if argv is not None else sys.argv[1:]),
-                  machine=_machine())
-    table = markdown(result)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    if args.markdown:
-        update_markdown(Path(args.markdown), table)
-    print(table)
+                  machine=machine_text())
+    publish(result, markdown(result), args.json, args.markdown, "loader", "Trainer loader", DESCRIPTION)
     return 0
 
 
 def shards_folder(folder: str | None, rows: int) -> Path:
-    """Synthetic shards, written once per size and reused (complete ones only: renamed when done)."""
+    """Synthetic shards, written once per size and reused."""
     from pipeline.trainer.synthetic import write_shards
 
-    base = Path(folder or os.environ.get("VIDPREP_BENCH_CACHE", Path(tempfile.gettempdir()) / "vidprep-bench"))
-    out = base / f"loader-shards-{rows}"
-    if (out / "_commits").is_dir():
-        return out
-    partial = base / f"loader-shards-{rows}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
     row_bytes = 2 * (np.prod(LATENT) + 130 * TEXT_DIM)
-    write_shards(partial, {"17x256x256": LATENT}, rows, text_dim=TEXT_DIM, text_tokens=(20, 160),
-                 row_group_rows=max(1, ROW_GROUP_BYTES // int(row_bytes)), files_per_bucket=max(1, rows // 256),
-                 latent_fn=lambda rng, shape, i: rng.standard_normal(shape, np.float32))
-    partial.rename(out)
-    return out
+    return cached_folder(folder, f"loader-shards-{rows}", lambda partial: write_shards(
+        partial, {"17x256x256": LATENT}, rows, text_dim=TEXT_DIM, text_tokens=(20, 160),
+        row_group_rows=max(1, ROW_GROUP_BYTES // int(row_bytes)), files_per_bucket=max(1, rows // 256),
+        latent_fn=lambda rng, shape, i: rng.standard_normal(shape, np.float32)))
 
 
 def run_bench(out: Path, repeats: int) -> dict:
@@ -162,23 +148,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def update_markdown(path: Path, table: str) -> None:
-    """Rewrite this benchmark's section between its markers (appended, with its description, if missing)."""
-    from pipeline.bench.kit import update_section
-
-    text = path.read_text() if path.is_file() else ""
-    body = DESCRIPTION + "\n\n" + START + "\n" + table + "\n" + END
-    if START in text:
-        update_section(path, "loader", "Trainer loader", table)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text((text.rstrip() + "\n\n" if text.strip() else "") + "## Trainer loader\n\n" + body + "\n")
-
-
-def _machine() -> str:
-    from pipeline.bench.kit import machine_info, machine_line
-
-    return machine_line(machine_info()).removeprefix("Machine: ") + f", load average {os.getloadavg()[0]:.1f}"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import argparse
 import datetime
 import json
 import logging
-import os
 import shutil
 import statistics
 import sys
@@ -20,6 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.bench.kit import cached_folder, machine_text, publish
 
 START, END = "<!-- bench:packing:start -->", "<!-- bench:packing:end -->"
 # Pixel bucket (frames x height x width) → Wan-layout latent (16, 1 + (F - 1) / 4, H / 8, W / 8) and its
@@ -78,32 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     result = run_bench(out, repeats, args.size, args.device, args.precision, args.token_budget)
     result.update(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), clips=clips,
                   command="python -m pipeline.bench.packing " + " ".join(argv if argv is not None else sys.argv[1:]),
-                  machine=_machine(), threads=args.threads)
-    table = markdown(result)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    if args.markdown:
-        update_markdown(Path(args.markdown), table)
-    print(table)
+                  machine=machine_text(), threads=args.threads)
+    publish(result, markdown(result), args.json, args.markdown, "packing", "Trainer packing (NaViT)", DESCRIPTION)
     return 0
 
 
 def shards_folder(folder: str | None, clips: int) -> Path:
-    """Synthetic shards with BUCKETS' spread, written once per size and reused (renamed when complete)."""
+    """Synthetic shards with BUCKETS' spread, written once per size and reused."""
     from pipeline.trainer.synthetic import write_shards
 
-    base = Path(folder or os.environ.get("VIDPREP_BENCH_CACHE", Path(tempfile.gettempdir()) / "vidprep-bench"))
-    out = base / f"packing-shards-{clips}"
-    if (out / "_commits").is_dir():
-        return out
-    partial = base / f"packing-shards-{clips}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
     counts = {bucket: max(1, round(share * clips)) for bucket, (_, share) in BUCKETS.items()}
-    write_shards(partial, {bucket: shape for bucket, (shape, _) in BUCKETS.items()}, counts, text_dim=64,
-                 text_tokens=(20, 160), row_group_rows=8,
-                 latent_fn=lambda rng, shape, i: rng.standard_normal(shape, np.float32))
-    partial.rename(out)
-    return out
+    return cached_folder(folder, f"packing-shards-{clips}", lambda partial: write_shards(
+        partial, {bucket: shape for bucket, (shape, _) in BUCKETS.items()}, counts, text_dim=64,
+        text_tokens=(20, 160), row_group_rows=8, latent_fn=lambda rng, shape, i: rng.standard_normal(shape, np.float32)))
 
 
 METHODS = {"bucketed": ["data.packing=false"],
@@ -188,23 +176,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def update_markdown(path: Path, table: str) -> None:
-    """Rewrite this benchmark's section between its markers (appended, with its description, if missing)."""
-    from pipeline.bench.kit import update_section
-
-    text = path.read_text() if path.is_file() else ""
-    if START in text:
-        update_section(path, "packing", "Trainer packing (NaViT)", table)
-    else:
-        body = DESCRIPTION + "\n\n" + START + "\n" + table + "\n" + END
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text((text.rstrip() + "\n\n" if text.strip() else "") + "## Trainer packing (NaViT)\n\n" + body + "\n")
-
-
-def _machine() -> str:
-    from pipeline.bench.kit import machine_info, machine_line
-
-    return machine_line(machine_info()).removeprefix("Machine: ") + f", load average {os.getloadavg()[0]:.1f}"
 
 
 if __name__ == "__main__":

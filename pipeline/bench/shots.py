@@ -13,9 +13,7 @@ transition's frames ±2; each true transition matches at most one cut. F1 per tr
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -114,12 +112,7 @@ def main(argv: list[str] | None = None) -> int:
               "command": "vidprep bench --only shots" + (" --quick" if args.quick else ""),
               "results": {f"{d}/{k}": dict(zip(("tp", "fp", "fn", "frames", "seconds"), r))
                           for (d, k), r in totals.items()}}
-    text = markdown(result)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    if args.markdown:
-        benchkit.update_section(Path(args.markdown), "shots", "Shot detection: transnetv2 vs adaptive", text)
+    benchkit.publish(result, markdown(result), args.json, args.markdown, "shots", "Shot detection: transnetv2 vs adaptive")
     return 0
 
 

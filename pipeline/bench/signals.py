@@ -14,7 +14,6 @@ scenes), one worker thread each (a `cpus: 1` worker). Timed per call on the same
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -69,12 +68,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": benchkit.machine_info(("opencv-python-headless", "onnxruntime", "open_clip_torch")),
               "command": "vidprep bench --only signals" + (" --quick" if args.quick else ""),
               "ms_per_clip": {n: 1000 * t / clips for n, t in median.items()}, "times_s": times}
-    text = markdown(result)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    if args.markdown:
-        benchkit.update_section(Path(args.markdown), "signals", "Signals: cost per clip", text)
+    benchkit.publish(result, markdown(result), args.json, args.markdown, "signals", "Signals: cost per clip")
     return 0
 
 
