@@ -169,7 +169,8 @@ def test_gpu_peaks_are_looked_up_by_name():
 def test_packing_benchmark_trains_the_same_clips_three_ways_and_rewrites_its_section(shards, tmp_path):
     from pathlib import Path
 
-    from pipeline.bench.packing import END, START, markdown, run_bench, update_markdown
+    from pipeline.bench.kit import update_section
+    from pipeline.bench.packing import DESCRIPTION, END, START, markdown, run_bench
 
     result = run_bench(Path(shards), repeats=1)
     assert set(result["tokens"]) == {"bucketed", "packed_segments", "packed_mask"}
@@ -180,6 +181,6 @@ def test_packing_benchmark_trains_the_same_clips_three_ways_and_rewrites_its_sec
     doc = tmp_path / "BENCHMARKS.md"
     doc.write_text("# Benchmarks\n")
     for _ in range(2):  # the second run replaces the section
-        update_markdown(doc, markdown(result))
+        update_section(doc, "packing", "Trainer packing (NaViT)", markdown(result), DESCRIPTION)
     text = doc.read_text()
     assert text.count(START) == 1 and text.count(END) == 1 and text.count("| packed, segments attention |") == 1
