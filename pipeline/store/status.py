@@ -51,8 +51,13 @@ class StatusLog:
                 for p in sorted(folder.glob("v*.json"))] if folder.is_dir() else []
 
     def latest(self) -> dict[str, Any] | None:
-        records = self.records()
-        return records[-1] if records else None
+        """The newest record; only it is read (versions accumulate, one per refilter or run)."""
+        from pipeline.store.commit import read_record
+
+        folder = self.out / RECORDS
+        newest = max(folder.glob("v*.json"), default=None) if folder.is_dir() else None
+        advice = "restore it from a backup, or move it out of _status/ to fall back to the previous version"
+        return read_record(newest, ("version", "file"), "status record", advice) if newest else None
 
     def recover(self) -> int:
         """Delete overlay files no record lists (a writer that died between file and record).
