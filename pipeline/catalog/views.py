@@ -44,7 +44,7 @@ def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
     for name, schema in TABLES.items():
         mine = files.filter(pc.equal(files.column("table"), name))
         if mine.num_rows:
-            con.execute(f"CREATE VIEW {name} AS {_declared_scan(out, mine, schemas)}")
+            con.execute(f"CREATE VIEW {name} AS {declared_scan(out, mine, schemas)}")
         else:
             con.register(f"_empty_{name}", schema.empty_table())
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
@@ -54,7 +54,7 @@ def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _declared_scan(out: Path, files: pa.Table, schemas: dict[str, pa.Schema]) -> str:
+def declared_scan(out: Path, files: pa.Table, schemas: dict[str, pa.Schema]) -> str:
     """SELECT over `files`: one read_parquet per file schema, the widest first, the others by name."""
     groups: dict[str | None, list[str]] = {}
     for path, key in zip(files.column("path").to_pylist(), files.column("schema_id").to_pylist()):
@@ -130,11 +130,10 @@ def _explained(text: str) -> str | None:
 
 
 def status_files(out: str | Path) -> list[str]:
-    """The overlay file the `clip_status` view reads (pipeline/store/status.py), if any."""
-    from pipeline.store.status import StatusLog
+    """The overlay files the `clip_status` view reads (pipeline/store/status.py), if any."""
+    from pipeline.store.status import StatusLog, record_files
 
-    latest = StatusLog(out).latest()
-    return [str(Path(out) / latest["file"])] if latest else []
+    return [str(Path(out) / f) for f in record_files(StatusLog(out).latest())]
 
 
 def arrow(relation) -> pa.Table:
