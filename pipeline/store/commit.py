@@ -186,7 +186,7 @@ class CommitLog:
         removed = {"staging": 0, "orphans": 0, "replaced": 0}
         # Files a compaction replaced stay until the next writer comes (readers that opened the catalog
         # before the compaction may still be reading them); then they go.
-        for rel in sorted({p for record in records for p in record.get("replaces", ())} - listed):
+        for rel in sorted({p for record in records for p in record.get("replaces", ())}):
             if is_own_data_file(self.out, rel) and (self.out / rel).is_file():
                 (self.out / rel).unlink()
                 removed["replaced"] += 1
@@ -231,8 +231,8 @@ class CommitLog:
         record = {"wave_id": wave_id, "run_id": run_id, "committed_at": time.time(),
                   "schema_version": SCHEMA_VERSION, "config_fingerprint": fingerprint,
                   "sources": sorted(sources), "counts": counts, "files": published, "schemas": schemas}
-        if replaces:
-            record["replaces"] = sorted(replaces)
+        if replaces:  # the same rows again, rewritten: counted where they were first committed
+            record.update(replaces=sorted(replaces), counts={}, compacted=counts)
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.dir / f"{wave_id}.json", record)
         crash_point("committed")
