@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     b = sub.add_parser("bench", help="every per-stage benchmark against its baseline; JSON + docs/BENCHMARKS.md")
     b.add_argument("--quick", action="store_true", help="small inputs, few repeats: checks, not figures")
-    b.add_argument("--only", nargs="+", metavar="NAME", help="split clip caption encode loader memory (default: all)")
+    b.add_argument("--only", nargs="+", metavar="NAME", help="split clip caption encode loader memory scale (default: all)")
     b.add_argument("--json-dir", default="bench-results", help="one JSON per benchmark, plus index.json")
     b.add_argument("--no-markdown", dest="markdown", action="store_false",
                    help="leave docs/BENCHMARKS.md and docs/RELIABILITY.md alone")
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         with stdin_detached():  # vidprep never reads stdin; no child of it may wait on the terminal
             return {"run": _run, "plan": _plan, "export": _export, "query": _query, "demo-videos": _demo_videos,
                     "demo-models": _demo_models, "bench": _bench, "expand": _expand, "report": _report,
-                    "refilter": _refilter, "compact": _compact, "search": _search, "train": _train, "sample": _sample}[args.command](args)
+                    "refilter": _refilter, "compact": _compact, "search": _search, "train": _train,
+                    "sample": _sample}[args.command](args)
     except Exception as err:
         from pipeline.run.models import find_model_error
 

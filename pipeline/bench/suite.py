@@ -24,6 +24,7 @@ BENCHMARKS = {
     "encode": ("pipeline.bench.encode", "docs/BENCHMARKS.md"),
     "loader": ("pipeline.bench.loader", "docs/BENCHMARKS.md"),
     "memory": ("pipeline.bench.memory", "docs/RELIABILITY.md"),
+    "scale": ("pipeline.bench.scale", "docs/BENCHMARKS.md"),
 }
 
 

@@ -35,6 +35,11 @@ READ_STATEMENTS = {"SELECT"}  # what `vidprep query` lets through (and EXPLAIN o
 def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with views `videos`, `clips`, `shards`, `shard_index`, `shard_stats`
     and `commits` over OUT."""
+    return _open(out)[0]
+
+
+def _open(out: str | Path) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
+    """connect(), and the data files its views read (absolute paths)."""
     out = Path(out)
     if not (out / "_commits").is_dir() and not (out / "run.json").exists():
         raise FileNotFoundError(f"{out} is not a vidprep output (no _commits/ or run.json)")
@@ -51,7 +56,7 @@ def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
     attach_status(con, out)  # clips = clips_written + the newest status overlay (pipeline/store/status.py)
     con.register("_commits", _commits_table(waves))
     con.execute("CREATE VIEW commits AS SELECT * FROM _commits")
-    return con
+    return con, [str(out / p) for p in files.column("path").to_pylist()]
 
 
 def declared_scan(out: Path, files: pa.Table, schemas: dict[str, pa.Schema]) -> str:
@@ -77,9 +82,9 @@ def query(out: str | Path, sql: str) -> pa.Table:
     external access is turned off except for reading the exact files the views list (no folder, so
     nothing can be written anywhere), extensions can't be loaded, and the configuration is locked.
     """
-    con = connect(out)
+    con, files = _open(out)
     check_read_only(con, sql)
-    readable = sorted({*CommitLog(out).files(), *status_files(out)})  # one more manifest read: cheap
+    readable = sorted({*files, *status_files(out)})
     con.execute(f"SET allowed_paths = [{', '.join(_quote(p) for p in readable)}]")
     con.execute("SET autoinstall_known_extensions = false; SET autoload_known_extensions = false")
     con.execute("SET enable_external_access = false; SET lock_configuration = true")
