@@ -56,6 +56,7 @@ class NearIndex:
     exact_below: int = EXACT_BELOW
     _fresh_keys: list[pa.Table] = field(default_factory=list)
     _fresh_kept: list[pa.Table] = field(default_factory=list)
+    _con: Any = None
 
     @classmethod
     def new(cls, out: str | Path, bands: int, expected: int, exact_below: int = EXACT_BELOW) -> "NearIndex":
@@ -90,73 +91,100 @@ class NearIndex:
         threshold = 1.0 - max_distance - EPS
         exact = self.kept + count < self.exact_below
         keys = signatures(unit, self.bands, self.bits, self.seed, centre=self.centre[None, :])  # (n, bands)
-        old = self._old_candidates(keys, exact)  # row → (ords, unit vectors) of kept clips from earlier
-        decisions: list[int | None] = [None] * count
-        new_rows: list[int] = []  # batch rows kept so far
-        buckets: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
-        for row in range(count):
-            if exact:
-                mine = new_rows
-            else:
-                mine = sorted({r for band, key in enumerate(keys[row]) for r in buckets[band].get(int(key), ())})
-            old_ords, old_units = old.get(row, (np.empty(0, np.int64), None))
-            ords = np.concatenate([old_ords, self.kept + np.searchsorted(new_rows, mine).astype(np.int64)]) \
-                if mine else old_ords
-            if len(ords):
-                vectors = unit[mine] if old_units is None else (
-                    np.concatenate([old_units, unit[mine]]) if mine else old_units)
-                sims = vectors @ unit[row]  # (c,), ordered by ord: argmax takes the earliest of equals
-                best = int(np.argmax(sims))
-                if sims[best] >= threshold:
-                    decisions[row] = int(ords[best])
+        # Every candidate pair at once, verified exactly; only pairs within the distance are kept (few: the
+        # duplicates). A pair is (row, earlier kept clip of the index) or (row, earlier row of this batch).
+        old_rows, old_ords, old_sims = self._old_pairs(unit, keys, exact, threshold)
+        new_rows, new_refs, new_sims = self._batch_pairs(unit, keys, exact, threshold)
+        # The greedy rule, only where a row has a close pair: the most similar kept partner, the earliest
+        # (index before batch, then by order) among equals; a batch partner counts only if it was kept.
+        rows = np.concatenate([old_rows, new_rows])
+        is_new = np.concatenate([np.zeros(len(old_rows), bool), np.ones(len(new_rows), bool)])
+        refs = np.concatenate([old_ords, new_refs])
+        sims = np.concatenate([old_sims, new_sims])
+        order = np.lexsort((refs, is_new, rows))
+        rows, is_new, refs, sims = rows[order], is_new[order], refs[order], sims[order]
+        kept = np.ones(count, bool)
+        duplicate_of: dict[int, tuple[bool, int]] = {}
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.empty(0, np.int64)
+        for start, end in zip(starts, np.r_[starts[1:], len(rows)].astype(np.int64)):
+            best, best_sim = None, -np.inf
+            for k in range(start, end):
+                if is_new[k] and not kept[refs[k]]:
                     continue
-            new_rows.append(row)
-            if not exact:
-                for band, key in enumerate(keys[row]):
-                    buckets[band].setdefault(int(key), []).append(row)
-        names = self._names({o for o in decisions if o is not None and o < self.kept})
-        names.update({self.kept + i: ids[row] for i, row in enumerate(new_rows)})
-        self._remember(new_rows, keys, ids, uris, embeddings)
-        return [None if o is None else names[o] for o in decisions]
+                if sims[k] > best_sim:
+                    best, best_sim = k, sims[k]
+            if best is not None:
+                kept[rows[start]] = False
+                duplicate_of[int(rows[start])] = (bool(is_new[best]), int(refs[best]))
+        kept_rows = np.flatnonzero(kept)
+        names = self._names({ref for fresh, ref in duplicate_of.values() if not fresh})
+        self._remember(list(kept_rows), keys, ids, uris, embeddings)
+        return [None if row not in duplicate_of else
+                (ids[duplicate_of[row][1]] if duplicate_of[row][0] else names[duplicate_of[row][1]])
+                for row in range(count)]
+
+    def _duckdb(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:  # one in-memory connection for the pass (opening one costs tens of ms)
+            self._con = duckdb.connect()
+        return self._con
 
     def _names(self, ords: set[int]) -> dict[int, str]:
         """clip_id of earlier kept clips, by ord, from the index's embedding files."""
         if not ords:
             return {}
-        con = duckdb.connect()
+        con = self._duckdb()
         con.register("_ords", pa.table({"ord": pa.array(sorted(ords), pa.int64())}))
         return dict(con.execute(f"""SELECT ord, clip_id FROM read_parquet({self._listing('e')})
                                     WHERE ord IN (SELECT ord FROM _ords)""").fetchall())
 
-    def _old_candidates(self, keys: np.ndarray, exact: bool) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def _old_pairs(self, unit: np.ndarray, keys: np.ndarray, exact: bool, threshold: float):
+        """(row, ord, similarity) of batch rows and index clips within the distance."""
+        empty = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
         if not self.kept:
-            return {}
-        con = duckdb.connect()
+            return empty
+        con = self._duckdb()
         embeddings = f"read_parquet({self._listing('e')})"
         if exact:  # a small index: every kept clip is a candidate of every row
             table = arrow(con.sql(f"SELECT ord, clip_embedding FROM {embeddings} ORDER BY ord"))
             ords = table.column("ord").to_numpy()
-            units = unit_rows(table.column("clip_embedding").combine_chunks().flatten()
-                              .to_numpy(zero_copy_only=False).reshape(len(ords), -1))
-            return {row: (ords, units) for row in range(len(keys))}
+            units = _units(table.column("clip_embedding"), len(ords))
+            found = [[], [], []]
+            for start in range(0, len(unit), 4096):
+                sims = unit[start:start + 4096] @ units.T  # (chunk, kept)
+                r, c = np.nonzero(sims >= threshold)
+                found[0].append(r + start), found[1].append(ords[c]), found[2].append(sims[r, c])
+            return tuple(np.concatenate(f) for f in found)
         rows, bands = np.divmod(np.arange(keys.size, dtype=np.int64), keys.shape[1])
         con.register("_query", pa.table({"row": rows, "band": bands.astype(np.int16), "key": keys.reshape(-1)}))
         pairs = arrow(con.sql(f"""SELECT DISTINCT q.row, k.ord FROM _query q
-                                JOIN read_parquet({self._listing('k')}) k ON k.band = q.band AND k.key = q.key
-                                ORDER BY q.row, k.ord"""))
+                                  JOIN read_parquet({self._listing('k')}) k ON k.band = q.band AND k.key = q.key"""))
         if not pairs.num_rows:
-            return {}
+            return empty
         con.register("_pairs", pairs)
         fetched = arrow(con.sql(f"""SELECT ord, clip_embedding FROM {embeddings}
-                                  WHERE ord IN (SELECT DISTINCT ord FROM _pairs) ORDER BY ord"""))
+                                    WHERE ord IN (SELECT DISTINCT ord FROM _pairs) ORDER BY ord"""))
         by_ord = fetched.column("ord").to_numpy()
-        units = unit_rows(fetched.column("clip_embedding").combine_chunks().flatten()
-                          .to_numpy(zero_copy_only=False).reshape(len(by_ord), -1))
+        units = _units(fetched.column("clip_embedding"), len(by_ord))
         pair_rows, pair_ords = pairs.column("row").to_numpy(), pairs.column("ord").to_numpy()
-        where = np.searchsorted(by_ord, pair_ords)
-        starts = np.flatnonzero(np.r_[True, pair_rows[1:] != pair_rows[:-1]])
-        ends = np.r_[starts[1:], len(pair_rows)]
-        return {int(pair_rows[s]): (pair_ords[s:e], units[where[s:e]]) for s, e in zip(starts, ends)}
+        sims = _pair_sims(unit, pair_rows, units, np.searchsorted(by_ord, pair_ords))
+        close = sims >= threshold
+        return pair_rows[close], pair_ords[close], sims[close]
+
+    def _batch_pairs(self, unit: np.ndarray, keys: np.ndarray, exact: bool, threshold: float):
+        """(row, earlier row, similarity) of pairs inside the batch within the distance."""
+        if exact:  # a small batch: every earlier row is a candidate
+            sims = unit @ unit.T  # (n, n)
+            r, c = np.nonzero(np.tril(sims >= threshold, -1))
+            return r.astype(np.int64), c.astype(np.int64), sims[r, c]
+        rows, bands = np.divmod(np.arange(keys.size, dtype=np.int64), keys.shape[1])
+        con = self._duckdb()
+        con.register("_keys", pa.table({"row": rows, "band": bands.astype(np.int16), "key": keys.reshape(-1)}))
+        pairs = arrow(con.sql("""SELECT DISTINCT a.row AS row, b.row AS ref FROM _keys a JOIN _keys b
+                                 ON a.band = b.band AND a.key = b.key AND b.row < a.row"""))
+        r, c = pairs.column("row").to_numpy(), pairs.column("ref").to_numpy()
+        sims = _pair_sims(unit, r, unit, c)
+        close = sims >= threshold
+        return r[close], c[close], sims[close]
 
     def _remember(self, rows: list[int], keys: np.ndarray, ids, uris, embeddings: pa.Array) -> None:
         if not rows:
@@ -198,3 +226,19 @@ class NearIndex:
     def _listing(self, kind: str) -> str:
         paths = [str(self.out / f) for f in self.files if Path(f).name.split("-")[1] == kind]
         return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _units(column, count: int) -> np.ndarray:
+    """A stored embedding column → (count, D) float32 unit rows."""
+    chunked = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    return unit_rows(chunked.flatten().to_numpy(zero_copy_only=False).reshape(count, -1))
+
+
+def _pair_sims(left: np.ndarray, rows: np.ndarray, right: np.ndarray, refs: np.ndarray,
+               chunk: int = 1 << 18) -> np.ndarray:
+    """Cosine of each pair (left[rows[k]], right[refs[k]]), in chunks (bounded memory)."""
+    out = np.empty(len(rows), np.float32)
+    for start in range(0, len(rows), chunk):
+        end = start + chunk
+        out[start:end] = np.einsum("ij,ij->i", left[rows[start:end]], right[refs[start:end]])
+    return out
