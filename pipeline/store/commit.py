@@ -169,7 +169,8 @@ class CommitLog:
         """Committed data files readers see (absolute paths), optionally of one table; from the manifest,
         which equals the records (pipeline/store/manifest.py), minus files a compaction replaced."""
         files = live_files(Manifest(self.out).load()[0])
-        return [str(self.out / path) for path, name in zip(files.column("path").to_pylist(),
+        root = str(self.out)
+        return [f"{root}/{path}" for path, name in zip(files.column("path").to_pylist(),
                                                             files.column("table").to_pylist())
                 if table is None or name == table]
 

@@ -5,8 +5,10 @@
 The commit records stay the truth (pipeline/store/commit.py); the manifest is
 a cache of them that the commit protocol keeps up to date. After a wave's
 record is written, the writer adds a small segment with that wave's row;
-past `MERGE_AT` segments it writes one merged segment and then deletes the
-ones it merged. Each step is one atomic rename, and a reader never trusts the
+past `MERGE_AT` segments it merges the small ones (all of them when the
+small ones together reach a quarter of the largest, so a wave's row is
+rewritten O(log waves) times) into one segment, then deletes the ones it
+merged. Each step is one atomic rename, and a reader never trusts the
 manifest blindly: it lists `_commits/` (names only) and
 
     a record the manifest lacks    (a crash after the record, before its segment)  → that one record is read
@@ -38,7 +40,7 @@ import pyarrow.parquet as pq
 from pipeline.store.faults import crash_point
 
 FOLDER = "_manifest"
-MERGE_AT = 32  # segments before they are merged into one (amortised: a wave's row is rewritten ~log times)
+MERGE_AT = 8  # segments before a merge: a reader reads at most this many (+1) files
 FILE = pa.struct([("path", pa.string()), ("table", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64()),
                   ("schema_id", pa.string())])
 WAVES = pa.schema([
@@ -127,13 +129,29 @@ class Manifest:
             self.merge()
 
     def merge(self) -> None:
-        """Rewrite every segment (and records missing from them) as one; then delete the old ones."""
-        old = self.segment_paths()
-        table, schemas = self.load()
+        """Rewrite the small segments as one (all, with the largest, once they weigh a quarter of it);
+        then delete the ones merged. Rows of waves whose record is gone are dropped on the way."""
+        from pipeline.store.commit import COMMITS
+
+        paths = self.segment_paths()
+        sizes = {p: pq.ParquetFile(p).metadata.num_rows for p in paths}
+        largest = max(paths, key=lambda p: sizes[p])
+        small = [p for p in paths if p != largest]
+        chosen = paths if 4 * sum(sizes[p] for p in small) >= sizes[largest] else small
+        recorded = _listed_waves(self.out / COMMITS)
+        tables, schemas = [], {}
+        for path in chosen:
+            table = pq.read_table(path)
+            for key, text in json.loads((table.schema.metadata or {}).get(b"vidprep.schemas", b"{}")).items():
+                schemas[key] = decode_schema(text)
+            tables.append(table.replace_schema_metadata(None).cast(WAVES))
+        table = pa.concat_tables(tables)
+        table = table.filter(pc.is_in(table.column("wave_id"), value_set=pa.array(sorted(recorded), pa.string())))
         if table.num_rows:
+            table = table.take(pc.sort_indices(table, [("wave_id", "ascending")]))
             self._write(table, schemas, table.column("wave_id")[0].as_py())
         crash_point("merged")
-        for path in old:
+        for path in chosen:
             path.unlink(missing_ok=True)
 
     def _write(self, table: pa.Table, schemas: dict[str, pa.Schema], first_wave: str) -> Path:
