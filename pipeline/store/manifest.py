@@ -103,7 +103,7 @@ class Manifest:
             return WAVES.empty_table(), {}
         tables, schemas = [], {}
         for path in paths:
-            table = pq.read_table(path)
+            table = pq.ParquetFile(path).read()  # (read_table adds dataset discovery: 2x slower here)
             meta = table.schema.metadata or {}
             for key, text in json.loads(meta.get(b"vidprep.schemas", b"{}")).items():
                 schemas[key] = decode_schema(text)
@@ -141,7 +141,7 @@ class Manifest:
         recorded = _listed_waves(self.out / COMMITS)
         tables, schemas = [], {}
         for path in chosen:
-            table = pq.read_table(path)
+            table = pq.ParquetFile(path).read()  # (read_table adds dataset discovery: 2x slower here)
             for key, text in json.loads((table.schema.metadata or {}).get(b"vidprep.schemas", b"{}")).items():
                 schemas[key] = decode_schema(text)
             tables.append(table.replace_schema_metadata(None).cast(WAVES))
