@@ -134,10 +134,10 @@ def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: An
         parts: list[str] = []
         log.recover()
         for batch in _batches(new, batch_clips):
-            table = decide(con, _batch_scan(out, con, clip_files, waves, schemas, batch), expression, distance,
-                           index, outcome, version)
-            if table.num_rows:
-                parts.append(log.write_part(table, version))
+            part = decide(con, _batch_scan(out, con, clip_files, waves, schemas, batch), expression, distance,
+                          index, outcome, version, log)
+            if part:
+                parts.append(part)
         index_before = list(previous["index"]["files"]) if previous and previous.get("index") else []
         if index is not None:
             index.flush(version)
@@ -211,48 +211,58 @@ def _batch_scan(out, con, clip_files: pa.Table, waves: pa.Table, schemas, batch:
 
 
 def decide(con, relation: str, expression: KeepExpression | None, distance: float | None,
-           index: NearIndex | None, outcome: Outcome, version: int) -> pa.Table:
-    """clip_id, source_uri, status, reason for the clips of `relation` (see the module docstring)."""
+           index: NearIndex | None, outcome: Outcome, version: int, log: StatusLog) -> str | None:
+    """Decide the clips of `relation` (see the module docstring) inside DuckDB and write them as one overlay
+    file (returns its path; None: no clip). Python holds only the kept clips' embeddings, for the index."""
     conditions = f", {expression.select_list()}" if expression else ""
+    why = expression.reason_sql() if expression else "NULL"
     embedding = ", clip_embedding" if index is not None else ""
-    rows = arrow(con.sql(f"""
-        SELECT clip_id, source_uri, status, reason,
-               status = 'accepted' OR starts_with(coalesce(reason, ''), '{REASON}:')
-                   OR starts_with(coalesce(reason, ''), '{ERROR_REASON}:') AS eligible {conditions}{embedding}
-        FROM (SELECT * FROM {relation}) ORDER BY wave_id, source_uri, start_frame, clip_id"""))
-    ids = rows.column("clip_id").to_pylist()
-    status = rows.column("status").to_pylist()
-    reason = rows.column("reason").to_pylist()
-    eligible = rows.column("eligible").to_pylist()
-    was_filtered = [r is not None and r.startswith((f"{REASON}:", f"{ERROR_REASON}:")) for r in reason]
-    passes = [True] * len(ids)
-    if expression:
-        judged = [rows.column(f"k{i}").to_pylist() for i in range(len(expression.conditions))]
-        for row in range(len(ids)):
-            why = expression.reason([column[row] for column in judged]) if eligible[row] else None
-            passes[row] = why is None
-            if eligible[row] and why:
-                status[row], reason[row] = "rejected", why
-    kept = [row for row in range(len(ids)) if eligible[row] and passes[row]]
-    for row in kept:
-        status[row], reason[row] = "accepted", None
-    if embedding:
-        column = rows.column("clip_embedding")
-        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
-        scored = [row for row in kept if valid[row]]
-        outcome.unscored += len(kept) - len(scored)
-        if scored:
-            taken = column.take(pa.array(scored, pa.int64())).combine_chunks()
-            if len(set(pc.list_value_length(taken).to_pylist())) != 1:
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _judged AS
+        SELECT *, eligible AND why IS NULL AS kept FROM (
+            SELECT *, CASE WHEN eligible THEN {why} END AS why FROM (
+                SELECT clip_id, source_uri, wave_id, start_frame, status, reason,
+                       status = 'accepted' OR starts_with(coalesce(reason, ''), '{REASON}:')
+                           OR starts_with(coalesce(reason, ''), '{ERROR_REASON}:') AS eligible,
+                       starts_with(coalesce(reason, ''), '{REASON}:')
+                           OR starts_with(coalesce(reason, ''), '{ERROR_REASON}:') AS was_filtered
+                       {conditions}{embedding}
+                FROM (SELECT * FROM {relation})))""")
+    if not con.execute("SELECT count(*) FROM _judged").fetchall()[0][0]:
+        return None
+    con.execute("CREATE OR REPLACE TEMP TABLE _duplicates (clip_id VARCHAR, source_uri VARCHAR, of VARCHAR)")
+    if index is not None:
+        outcome.unscored += con.execute("SELECT count(*) FROM _judged WHERE kept AND clip_embedding IS NULL"
+                                        ).fetchall()[0][0]
+        kept = arrow(con.sql("""SELECT clip_id, source_uri, clip_embedding FROM _judged
+                                WHERE kept AND clip_embedding IS NOT NULL
+                                ORDER BY wave_id, source_uri, start_frame, clip_id"""))
+        if kept.num_rows:
+            vectors = kept.column("clip_embedding").combine_chunks()
+            if len(set(pc.list_value_length(vectors).unique().to_pylist())) != 1:
                 raise ValueError("clip_embedding has vectors of different lengths (runs with different models?)")
-            uris = rows.column("source_uri").take(pa.array(scored, pa.int64())).to_pylist()
-            for row, of in zip(scored, index.decide([ids[r] for r in scored], uris, taken, distance, version)):
-                if of is not None:
-                    status[row], reason[row] = "rejected", f"{DUPLICATE}:{of}"
-                    outcome.duplicates += 1
-    outcome.skipped_downstream += sum(1 for row in kept if was_filtered[row] and status[row] == "accepted")
-    return pa.table({"clip_id": pa.array(ids, pa.string()), "source_uri": rows.column("source_uri"),
-                     "status": pa.array(status, pa.string()), "reason": pa.array(reason, pa.string())})
+            of = index.decide(kept.column("clip_id").to_pylist(), kept.column("source_uri").to_pylist(),
+                              vectors, distance, version)
+            found = pa.table({"clip_id": kept.column("clip_id"), "source_uri": kept.column("source_uri"),
+                              "of": pa.array(of, pa.string())}).filter(pc.is_valid(pa.array(of, pa.string())))
+            outcome.duplicates += found.num_rows
+            con.register("_found", found)
+            con.execute("INSERT INTO _duplicates SELECT * FROM _found")
+            con.unregister("_found")
+    outcome.skipped_downstream += con.execute("""
+        SELECT count(*) FROM _judged j ANTI JOIN _duplicates d USING (clip_id, source_uri)
+        WHERE j.kept AND j.was_filtered""").fetchall()[0][0]
+    tmp = log.temporary_part(version)
+    con.execute(f"""COPY (
+        SELECT j.clip_id, j.source_uri,
+               CASE WHEN d.of IS NOT NULL THEN 'rejected' WHEN j.kept THEN 'accepted'
+                    WHEN j.eligible THEN 'rejected' ELSE j.status END AS status,
+               CASE WHEN d.of IS NOT NULL THEN '{DUPLICATE}:' || d.of WHEN j.kept THEN NULL
+                    WHEN j.eligible THEN j.why ELSE j.reason END AS reason
+        FROM _judged j LEFT JOIN _duplicates d USING (clip_id, source_uri)
+        ORDER BY j.clip_id, j.source_uri) TO {_quote(str(tmp))} (FORMAT parquet, COMPRESSION zstd)""")
+    con.execute("DROP TABLE _judged; DROP TABLE _duplicates")
+    return log.adopt_part(tmp, version)
 
 
 def _quote(path: str) -> str:

@@ -98,6 +98,19 @@ class StatusLog:
         os.replace(tmp, self.out / rel)
         return rel
 
+    def temporary_part(self, version: int) -> Path:
+        """Where a writer other than `write_part` (DuckDB's COPY) puts an overlay file before `adopt_part`."""
+        (self.out / FILES).mkdir(parents=True, exist_ok=True)
+        return self.out / FILES / f".v{version:06d}-{secrets.token_hex(8)}.parquet.tmp{os.getpid():x}"
+
+    def adopt_part(self, tmp: Path, version: int) -> str:
+        """Name a finished overlay file by its bytes, as `write_part` does; returns its path relative to OUT."""
+        from pipeline.store.commit import _file_hash
+
+        rel = f"{FILES}/v{version:06d}-{_file_hash(tmp)[:16]}.parquet"
+        os.replace(tmp, self.out / rel)
+        return rel
+
     def publish(self, version: int, files: list[str], meta: dict[str, Any]) -> dict[str, Any]:
         """Make `version` the newest: its record, written atomically, lists its files (call under the lock)."""
         record = {"version": version, "created_at": time.time(), "files": files, **meta}
