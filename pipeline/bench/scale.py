@@ -29,7 +29,7 @@ import duckdb
 from pipeline.bench import kit as benchkit
 
 SIZES = {"clips": [(10, 200, 5), (50, 400, 5), (100, 2000, 5)],  # (waves, videos per wave, clips per video)
-         "waves": [(1000, 16, 4)]}
+         "waves": [(1000, 16, 4), (3000, 16, 4)]}
 QUICK = {"clips": [(4, 100, 5)], "waves": [(50, 8, 4)]}
 
 

@@ -181,13 +181,16 @@ class CommitLog:
         (pipeline/store/ownership.py): a file someone else put under catalog/ or shards/ stays.
         """
         require_claimed(self.out)
-        records = list(self.records())  # a damaged record stops here
-        listed = {f["path"] for record in records for f in record["files"]}
-        committed = {record["wave_id"] for record in records}
+        # The records through the manifest: only records it lacks are parsed (a damaged one stops here).
+        waves, _ = Manifest(self.out).load()
+        listed = set(pc.struct_field(pc.list_flatten(waves.column("files")), "path").to_pylist()) \
+            if waves.num_rows else set()
+        committed = set(waves.column("wave_id").to_pylist())
+        replaced = set(pc.list_flatten(waves.column("replaces")).to_pylist()) if waves.num_rows else set()
         removed = {"staging": 0, "orphans": 0, "replaced": 0}
         # Files a compaction replaced stay until the next writer comes (readers that opened the catalog
         # before the compaction may still be reading them); then they go.
-        for rel in sorted({p for record in records for p in record.get("replaces", ())}):
+        for rel in sorted(replaced):
             if is_own_data_file(self.out, rel) and (self.out / rel).is_file():
                 (self.out / rel).unlink()
                 removed["replaced"] += 1
