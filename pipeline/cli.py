@@ -8,6 +8,13 @@ import sys
 from pathlib import Path
 
 
+# Exit codes (docs/RELIABILITY.md): 1 is left to Python for a crash (a traceback: a bug to report).
+EXIT_ERROR = 2  # a bad argument, config or input refused (one line naming it)
+EXIT_OUTPUT = 3  # the output can't be written: read-only, no permission, no space (one line naming the path)
+EXIT_NO_CLIPS = 4  # `run` processed sources but every one failed: error rows committed, no clip produced
+EXIT_INTERRUPTED = 130  # Ctrl-C; a rerun resumes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vidprep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     b = sub.add_parser("bench", help="every per-stage benchmark against its baseline; JSON + docs/BENCHMARKS.md")
     b.add_argument("--quick", action="store_true", help="small inputs, few repeats: checks, not figures")
-    b.add_argument("--only", nargs="+", metavar="NAME", help="split clip caption encode loader memory scale (default: all)")
+    b.add_argument("--only", nargs="+", metavar="NAME",
+                   help="split clip caption encode loader packing memory scale (default: all)")
     b.add_argument("--json-dir", default="bench-results", help="one JSON per benchmark, plus index.json")
     b.add_argument("--no-markdown", dest="markdown", action="store_false",
                    help="leave docs/BENCHMARKS.md and docs/RELIABILITY.md alone")
@@ -146,12 +154,17 @@ def main(argv: list[str] | None = None) -> int:
                     "sample": _sample}[args.command](args)
     except Exception as err:
         from pipeline.run.models import find_model_error
+        from pipeline.store.writable import OutputUnwritable
+
+        if isinstance(err, OutputUnwritable):
+            print(f"vidprep {args.command}: error: {err}", file=sys.stderr)
+            return EXIT_OUTPUT
 
         shown = find_model_error(err)  # a model that could not load, also from inside a Ray worker
         if shown is None and not isinstance(err, (ValueError, FileNotFoundError, PermissionError, RuntimeError)):
             raise
         print(f"vidprep {args.command}: error: {shown or err}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
 
 
 def _run(args) -> int:
@@ -174,13 +187,17 @@ def _run(args) -> int:
         waves = f"{done.waves} wave{'s' if done.waves != 1 else ''} ({done.clips} clips)"
         print(f"vidprep run: interrupted; {waves} committed to {args.output} by this run; "
               "run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     from pipeline.catalog.refilter import format_outcome
+    from pipeline.report.summary import nothing_listed_line
 
+    if result.nothing_listed:
+        print(nothing_listed_line(result))
+        return 0
     print(run_summary(result))
     if result.decisions is not None:
         print(format_outcome(result.decisions))
-    return 0
+    return EXIT_NO_CLIPS if result.no_clip_produced else 0
 
 
 def _plan(args) -> int:
@@ -201,6 +218,10 @@ def _plan(args) -> int:
     plan.assign_auto_gpus(stages, cluster)
     print(plan.table(stages, cluster))
     problems = plan.check(stages, cluster)
+    if args.gpus is None:  # a real cluster: can a worker on every node open the model files?
+        from pipeline.run.visibility import check_nodes, local_paths
+
+        problems += check_nodes(local_paths(stages))
     for problem in problems:
         print(f"vidprep plan: error: {problem}", file=sys.stderr)
     print("the plan fits" if not problems else "the plan does NOT fit: vidprep run would stop at start")

@@ -58,6 +58,10 @@ class Split(Stage):
     thumbnail_size: int = 160
     chunk_frames: int = 32  # frames per decord get_batch call
     decode_stall_s: float = 120.0  # a decode with no new frames for this long: `decode_stalled` error row
+    # Shapes the model stages can't take are rejected here, before any model sees them (a VLM's image
+    # processor refuses aspect ratios past 200:1 and patches sides below its 28-32 px merge size).
+    max_aspect: float = 4.0  # long side / short side (32:9 is 3.6); wider or taller: `aspect_out_of_range`
+    min_side: int = 32  # shorter side in pixels (display orientation); smaller: `too_small`
 
     def __post_init__(self):
         require(self.min_scene_frames >= 1, "min_scene_frames", f"must be >= 1 (got {self.min_scene_frames})")
@@ -73,6 +77,8 @@ class Split(Stage):
         require(self.threshold is None or self.threshold > 0, "threshold", f"must be > 0 (got {self.threshold})")
         require(self.chunk_frames >= 1, "chunk_frames", f"must be >= 1 (got {self.chunk_frames})")
         require(self.decode_stall_s > 0, "decode_stall_s", f"must be > 0 (got {self.decode_stall_s})")
+        require(self.max_aspect >= 1, "max_aspect", f"must be >= 1: long side / short side (got {self.max_aspect})")
+        require(self.min_side >= 1, "min_side", f"must be >= 1 pixel (got {self.min_side})")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_inputs(batch)
@@ -96,6 +102,9 @@ class Split(Stage):
 
     def split_video(self, video: dict[str, Any]) -> list[dict[str, Any]]:
         """Clip rows of one probed video; fills the video's cuts, num_frames, num_clips, warning."""
+        shape = self.shape_reason(video["width"], video["height"])
+        if shape:  # decided from the probe, without decoding (see `undecoded_clip`)
+            return [undecoded_clip(video, shape)]
         try:
             with local_copy(video["source_uri"]) as path:
                 return self._split_file(path, video)
@@ -168,6 +177,16 @@ class Split(Stage):
             close_scene(decoded)
         return scenes, cuts, decoded, error
 
+    def shape_reason(self, width: int, height: int) -> str | None:
+        """Why a video of this display size can't go to the models (`aspect_out_of_range`, `too_small`), or None."""
+        short, long = sorted((max(0, width), max(0, height)))
+        if short == 0 or long / short > self.max_aspect:
+            ratio = f"{long / short:.1f}:1" if short else "degenerate"
+            return f"aspect_out_of_range: {width}x{height} ({ratio}; stages.split.max_aspect {self.max_aspect:g})"
+        if short < self.min_side:
+            return f"too_small: {width}x{height} (shorter side < stages.split.min_side {self.min_side})"
+        return None
+
     def _clip_rows(self, video, scenes, cuts, fps, timestamps) -> list[dict[str, Any]]:
         cut_set = set(cuts)
         min_frames = math.ceil(self.min_clip_s * fps)
@@ -224,6 +243,22 @@ def _frame_starts(source, decoded: int, fps: float) -> tuple[np.ndarray, int]:
 def _why_not_decord(source) -> str:
     videos = len(streams.candidates(source.container))
     return f"stream {source.stream.index}, one of {videos} video streams" if videos > 1 else "decord could not open it"
+
+
+def undecoded_clip(video: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The whole video as one rejected clip, from the probe alone: a shape no model takes is not decoded.
+
+    Scene detection would be wasted on it, and costly: decord can't decode narrower than 80 px
+    (stages/video/frames.py), so a 2x2000 video would come out 80x80000 a frame. Span and times come
+    from the container (frame count, else duration x fps), so reruns give the same clip id."""
+    fps = video["fps"] or 30.0
+    frames = video["num_frames"] or max(1, round((video["duration_s"] or 0.0) * fps))
+    duration = frames / fps
+    video.update(num_frames=frames, num_clips=1, warning=f"not_decoded: {reason.split(':')[0]}")
+    return {"clip_id": clip_id(video["video_id"], 0, frames), "video_id": video["video_id"], "clip_index": 0,
+            "scene_index": 0, "start_frame": 0, "end_frame": frames, "num_frames": frames, "start_s": 0.0,
+            "end_s": duration, "duration_s": duration, "fps": fps, "width": video["width"],
+            "height": video["height"], "status": "rejected", "reason": reason}
 
 
 def _video_only_row(video: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ BENCHMARKS = {
     "caption": ("pipeline.bench.caption", "docs/BENCHMARKS.md"),
     "encode": ("pipeline.bench.encode", "docs/BENCHMARKS.md"),
     "loader": ("pipeline.bench.loader", "docs/BENCHMARKS.md"),
+    "packing": ("pipeline.bench.packing", "docs/BENCHMARKS.md"),
     "memory": ("pipeline.bench.memory", "docs/RELIABILITY.md"),
     "scale": ("pipeline.bench.scale", "docs/BENCHMARKS.md"),
 }

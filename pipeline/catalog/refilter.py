@@ -24,6 +24,7 @@ clips are judged by it too), else the run config's filter stage.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import pyarrow.compute as pc
 from pipeline.catalog.dedup import EXACT_BELOW
 from pipeline.catalog.nearindex import NearIndex
 from pipeline.catalog.views import arrow, connect, declared_scan
-from pipeline.store.commit import OutputLock
+from pipeline.store.commit import CommitLog, OutputLock
 from pipeline.store.manifest import Manifest, live_files
 from pipeline.store.status import StatusLog, record_files
 from stages.sql.keep import ERROR_REASON, REASON, KeepExpression
@@ -75,7 +76,14 @@ def current_settings(out: str | Path) -> dict[str, Any]:
 
 
 def after_run(out: str | Path, config) -> Outcome | None:
-    """The end-of-run pass: near-duplicates (and a sticky refilter) over the waves not yet decided."""
+    """The end-of-run pass: near-duplicates (and a sticky refilter) over the waves not yet decided.
+
+    None when there is nothing to decide: no filter stage, or no clip committed yet (an empty input,
+    or only sources that failed): without clips the catalog has none of the score columns the keep
+    expression names, and there is nothing to keep or to compare."""
+    if not has_clips(out):
+        logging.getLogger("vidprep").info("end-of-run pass skipped: %s holds no clip yet", out)
+        return None
     latest = StatusLog(out).latest()
     stage = config.stages.get("filter")
     if latest and latest.get("made_by") == "refilter":
@@ -86,6 +94,11 @@ def after_run(out: str | Path, config) -> Outcome | None:
     else:
         return None
     return refilter(out, **settings, made_by="run", incremental=True)
+
+
+def has_clips(out: str | Path) -> bool:
+    """Whether any committed clip row exists (videos that failed have a `videos` row only)."""
+    return any(CommitLog(out).files("clips"))
 
 
 def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: Any = UNCHANGED,
@@ -102,6 +115,9 @@ def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: An
     bands = int(now["dedup_bands"] if dedup_bands is UNCHANGED else dedup_bands)
     if distance is not None and not 0 <= distance < 2:
         raise ValueError(f"near_duplicate_distance: must be in [0, 2) (got {distance})")
+    if not has_clips(out):
+        raise ValueError(f"{out}: no clip committed yet (every source failed, or none was listed): "
+                         "nothing to refilter")
     outcome = Outcome(str(out), keep, distance, bands, made_by)
     with OutputLock(out):
         log = StatusLog(out)

@@ -6,6 +6,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.catalog.views import connect
+from pipeline.run.devices import summary_lines
 
 
 def format_table(table: pa.Table, max_width: int = 48, max_rows: int = 200) -> str:
@@ -58,6 +59,7 @@ def run_summary(result) -> str:
         *((f"  rejected: {r}", n) for r, n in reasons),
         *([("clips with errors (a model failed on them)", clips["error"])] if clips.get("error") else []),
         *((f"  error: {r}", n) for r, n in clip_errors),
+        *summary_lines(getattr(result, "devices", None) or []),
         ("waves committed", result.waves),
         ("wall time (s)", f"{result.wall_s:.1f}"),
         ("clips/s", f"{total_clips / result.wall_s:.2f}" if result.wall_s else "-"),
@@ -65,7 +67,19 @@ def run_summary(result) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"vidprep run {result.run_id} → {result.out}"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    if getattr(result, "no_clip_produced", False):
+        failed = ", ".join(f"{e} {n}" for e, n in errors) or "none"
+        lines.append(f"no clip was produced: all {sum(videos.values())} videos processed had errors "
+                     f"({failed}); the error rows are committed: "
+                     f"vidprep query {result.out} \"SELECT source_uri, error FROM videos\"")
     return "\n".join(lines)
+
+
+def nothing_listed_line(result) -> str:
+    """The one line `vidprep run` prints when the input held nothing to process."""
+    where = f"{result.source} or its subfolders" if result.recursive else result.source
+    return (f"vidprep run: no source found in {where}: no file named *{', *'.join(result.extensions)} "
+            "(input.extensions); nothing to do")
 
 
 def csv_text(table: pa.Table) -> str:

@@ -56,6 +56,13 @@ class _RunLog(logging.FileHandler):
         if self.formatter is None:
             super().setFormatter(fmt)
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A full or read-only disk under the log: the line is lost, and no `--- Logging error ---`
+        traceback buries the one line the run stops with at its next data write (pipeline/store/writable.py)."""
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handleError(record)
+
 
 @contextmanager
 def run_logging(path: Path, verbose: bool = False) -> Iterator[logging.Handler]:

@@ -12,12 +12,13 @@ import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.run.devices import DeviceLog, worker_report
 from pipeline.run.isolation import call_isolated
 from pipeline.run.models import stage_loading
 from pipeline.run.terminal import stdin_detached, worker_setup_hook
@@ -67,17 +68,23 @@ class SequentialExecutor:
 
         return VideoRegistry(owners)
 
+    def device_log(self):
+        return DeviceLog()
+
     def worker_output(self):
         return nullcontext()  # no workers: stages log in this process
 
     def close(self) -> None:
         pass
 
-    def execute(self, pending: Path, total: int, stages: list[Stage], writer: Callable) -> Iterator[pa.Table]:
+    def execute(self, pending: Path, total: int, stages: list[Stage], writer: Callable,
+                devices=None) -> Iterator[pa.Table]:
         for stage in stages:
             pin_threads(stage.resources.cpus)
             with stage_loading(stage):  # a model that cannot load: one line naming its field
                 stage.setup()
+            if devices is not None:
+                devices.add(worker_report(stage))
         ready: list[pa.Table] = []  # rows of the current wave waiting for the writer
         wave = None
         for batch in pq.ParquetFile(pending).iter_batches(batch_size=self.videos_per_task):
@@ -113,6 +120,7 @@ class _StageActor:
     """One worker of an actor-pool stage: setup() once, then batches. Subclassed per stage by actor_for."""
 
     stage: Stage
+    devices: Any = None  # the run's RayDeviceLog: each worker says what its models run on
 
     def __init__(self):
         stage = self.stage
@@ -120,19 +128,22 @@ class _StageActor:
         with stage_loading(stage):  # a model that cannot load: one line naming its field
             stage.setup()
         pin_threads(stage.resources.cpus)  # setup may have imported torch
+        if self.devices is not None:
+            self.devices.add(worker_report(stage))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         crash_point(f"stage:{self.stage.name}")
         return call_isolated(self.stage, batch)  # a failing row becomes an error row, not a failed job
 
 
-def actor_for(stage: Stage) -> type:
+def actor_for(stage: Stage, devices: Any = None) -> type:
     """An actor-pool stage's class, named after the stage (`MapBatches(caption)`), holding the stage.
 
     The stage rides in the class, not in constructor arguments: Ray keeps those in the object store,
     where a restarted actor may not find them (and says so with an error line on every run). Not
     importable by its name, so cloudpickle ships the class by value (its base by reference)."""
-    return type(stage.name, (_StageActor,), {"__module__": __name__, "__qualname__": stage.name, "stage": stage})
+    return type(stage.name, (_StageActor,), {"__module__": __name__, "__qualname__": stage.name, "stage": stage,
+                                             "devices": devices})
 
 
 def pending(batch: pa.Table, path: str) -> pa.Table:
@@ -180,6 +191,12 @@ class RayExecutor:
         self._init()
         return RayRegistry(owners)
 
+    def device_log(self):
+        from pipeline.run.devices import RayDeviceLog
+
+        self._init()
+        return RayDeviceLog()
+
     def worker_output(self):
         """Workers' printed lines go to the run's log (pipeline/run/console.py)."""
         from pipeline.run.console import worker_output_logged
@@ -195,7 +212,7 @@ class RayExecutor:
             ray.shutdown()
         self.started_ray = False
 
-    def plan(self, pending_path: Path, total: int, stages: list[Stage], writer: Callable):
+    def plan(self, pending_path: Path, total: int, stages: list[Stage], writer: Callable, devices=None):
         """The dataset, not yet executed: range → pending → stages → write."""
         import ray
 
@@ -208,19 +225,20 @@ class RayExecutor:
         ds = ds.map_batches(pending, fn_args=(str(pending_path),), batch_format="pyarrow",
                             num_cpus=stages[0].resources.cpus)  # same as probe: fused into one task
         for stage in stages:
-            ds = add_stage(ds, stage, self.task_retries, self.actor_restarts)
+            ds = add_stage(ds, stage, self.task_retries, self.actor_restarts, devices)
         # The writer bundles blocks into fewer, larger files, but never more rows than a wave has videos:
         # a wave commits once all its rows are written, so rows parked in a large bundle would hold back
         # every wave they belong to (with 1024 rows per bundle, small runs committed only at the end).
         bundle = max(1, min(self.writer_rows, self.wave_size))
         return ds.map_batches(write, fn_args=(writer,), batch_format="pyarrow", batch_size=bundle, num_cpus=0.25)
 
-    def execute(self, pending_path: Path, total: int, stages: list[Stage], writer: Callable) -> Iterator[pa.Table]:
-        ds = self.plan(pending_path, total, stages, writer)
+    def execute(self, pending_path: Path, total: int, stages: list[Stage], writer: Callable,
+                devices=None) -> Iterator[pa.Table]:
+        ds = self.plan(pending_path, total, stages, writer, devices)
         yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
-def add_stage(ds, stage: Stage, task_retries: int = 3, actor_restarts: int = 3):
+def add_stage(ds, stage: Stage, task_retries: int = 3, actor_restarts: int = 3, devices=None):
     """Append one stage to a Ray dataset, with the resources its config asks for.
 
     Retries are bounded on purpose (Ray Data's default restarts actors forever):
@@ -234,7 +252,7 @@ def add_stage(ds, stage: Stage, task_retries: int = 3, actor_restarts: int = 3):
     common = dict(batch_format="pyarrow", batch_size=res.batch_size, num_cpus=res.cpus,
                   num_gpus=res.gpus or None)
     if stage.needs_actor:
-        return _map_batches(ds, actor_for(stage),
+        return _map_batches(ds, actor_for(stage, devices),
                             compute=ray.data.ActorPoolStrategy(size=res.concurrency or 1),
                             retries=dict(max_restarts=actor_restarts, max_task_retries=actor_restarts), **common)
     return _map_batches(ds, task_for(stage), compute=ray.data.TaskPoolStrategy(size=res.concurrency),

@@ -26,9 +26,12 @@ from pipeline.run.executors import RayExecutor, SequentialExecutor
 from pipeline.store.faults import crash_point
 from pipeline.store.manifest import Manifest
 from pipeline.store.ownership import claim_output
+from pipeline.store.writable import probe as probe_writable, unwritable_as_error
 from pipeline.run.registry import committed_owners
 from pipeline.run.listing import list_sources
+from pipeline.run.devices import summarise as summarise_devices
 from pipeline.run.plan import fit as fit_plan, plan_record
+from pipeline.run.visibility import check_nodes, local_paths
 from pipeline.run.console import Progress, log_path, progress_lines, run_logging
 from pipeline.run.terminal import exit_on_second_interrupt, stdin_detached
 from pipeline.typed import ConfigError
@@ -54,6 +57,20 @@ class RunResult:
     wall_s: float = 0.0
     decisions: Any = None  # the end-of-run status pass (near-duplicates), pipeline.catalog.refilter.Outcome
     plan: list[dict[str, Any]] = field(default_factory=list)  # each stage as scheduled (run.json's "plan")
+    devices: list[dict[str, Any]] = field(default_factory=list)  # what model stages ran on (run.json's "devices")
+    source: str = ""  # the input as given (absolute for a local path)
+    extensions: list[str] = field(default_factory=list)  # what the listing looked for
+    recursive: bool = True
+
+    @property
+    def nothing_listed(self) -> bool:
+        """The input held no file with a configured extension: nothing to do (exit 0)."""
+        return self.listed == 0
+
+    @property
+    def no_clip_produced(self) -> bool:
+        """Sources were processed, and every one of them became an error row (exit 4: NO_CLIPS)."""
+        return self.processed > 0 and self.clips == 0
 
 
 class RunInterrupted(Exception):
@@ -74,8 +91,17 @@ def run(config: Config, source: str, output: str | Path, *, progress: bool = Tru
         source = str(Path(source).absolute())
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + secrets.token_hex(3)
-    result = RunResult(run_id=run_id, out=out)
+    result = RunResult(run_id=run_id, out=out, source=source, extensions=list(config.input.extensions),
+                       recursive=config.input.recursive)
+    with unwritable_as_error(out):  # read-only, no permission, no space: one line naming the path (exit 3)
+        return _run(config, source, out, result, started, progress, allow_config_change, verbose, interval)
+
+
+def _run(config: Config, source: str, out: Path, result: RunResult, started: float, progress: bool,
+         allow_config_change: bool, verbose: bool, interval: float) -> RunResult:
     claim_output(out, source)  # refuses a folder that is not vidprep's or overlaps the input, before any write
+    probe_writable(out)  # a read-only or full output fails here, before any work
+    run_id = result.run_id
     try:
         # vidprep reads nothing from a terminal; a child that does (scenedetect's ffmpeg probe) would hang
         # the run, so every process started during it (the embedded Ray cluster included) gets /dev/null.
@@ -93,7 +119,7 @@ def run(config: Config, source: str, output: str | Path, *, progress: bool = Tru
                      result.listed, result.skipped, result.processed, len(wave_sizes), log_path(out, run_id))
             if result.processed:
                 bars = progress and sys.stderr.isatty()  # off a terminal Ray's bars are a 20-line dump
-                _execute(config, pending, result, wave_sizes, commits, bars, interval)
+                _execute(config, source, pending, result, wave_sizes, commits, bars, interval)
             pending.unlink(missing_ok=True)
             result.wall_s = time.time() - started
             _write_run_json(out, config, result, started)
@@ -106,7 +132,7 @@ def run(config: Config, source: str, output: str | Path, *, progress: bool = Tru
     return result
 
 
-def _execute(config: Config, pending: Path, result: RunResult, wave_sizes: dict[str, int],
+def _execute(config: Config, source: str, pending: Path, result: RunResult, wave_sizes: dict[str, int],
              commits: CommitLog, bars: bool, interval: float) -> None:
     if config.run.runner == "ray":
         executor = RayExecutor(config.run.ray_address, config.run.num_cpus, config.run.videos_per_task,
@@ -121,13 +147,18 @@ def _execute(config: Config, pending: Path, result: RunResult, wave_sizes: dict[
     try:
         # gpus: auto → shares; a plan Ray could never schedule stops here, not in a hang
         fit_plan(plan, executor.cluster(), scheduled=config.run.runner == "ray")
+        if config.run.runner == "ray":  # a node without the shared disk: stop here, naming field and node
+            problems = check_nodes(local_paths(plan, source, result.out))
+            if problems:
+                raise ConfigError("; ".join(problems))
         result.plan = plan_record(plan)
         registry = executor.registry(committed_owners(result.out))
+        devices = executor.device_log()
         writer = WaveWriter(str(result.out.resolve()), clips_schema, registry)  # absolute: workers may run elsewhere
         fingerprint = config.fingerprint()
         with executor.worker_output(), progress_lines(counts, interval):
             try:
-                for manifest in executor.execute(pending, result.processed, plan, writer):
+                for manifest in executor.execute(pending, result.processed, plan, writer, devices):
                     crash_point("manifest")
                     counts.manifest(manifest)
                     for wave_id in tracker.add(manifest):
@@ -139,6 +170,7 @@ def _execute(config: Config, pending: Path, result: RunResult, wave_sizes: dict[
                         log.info("committed %s: %d videos, %d clips; %s", wave_id, len(sources),
                                  record["counts"].get("clips", 0), counts.line())
             finally:
+                result.devices = summarise_devices(devices.all())  # before close: the log lives in Ray
                 executor.close()  # still inside worker_output: Ray's last lines go to the log too
     finally:
         executor.close()  # an embedded Ray cluster stops with its run, Ctrl-C included
@@ -207,6 +239,7 @@ def _write_run_json(out: Path, config: Config, result: RunResult, started: float
         "counts": {"listed": result.listed, "skipped_committed": result.skipped, "processed": result.processed,
                    "waves_committed": result.waves, "clips_committed": result.clips, "catalog_totals": totals},
         "recovered": result.recovered, "host": platform.node(), "plan": result.plan,
+        "devices": result.devices,
     }
     atomic_write_json(out / "run.json", info)
     (out / "_runs").mkdir(exist_ok=True)

@@ -97,7 +97,13 @@ class WaveWriter:
         staged = Path(self.out, STAGING, wave_id, folder)
         staged.mkdir(parents=True, exist_ok=True)
         tmp = staged / f".part.tmp{os.getpid()}-{secrets.token_hex(4)}"
-        pq.write_table(table, tmp, **({"compression": "zstd", "row_group_size": 4096} | options))
+        try:
+            pq.write_table(table, tmp, **({"compression": "zstd", "row_group_size": 4096} | options))
+        except OSError as err:  # a full disk: drop the partial file; pyarrow's error names no file, so name it
+            tmp.unlink(missing_ok=True)
+            if err.errno and err.filename is None:
+                raise OSError(err.errno, os.strerror(err.errno), str(tmp)) from err
+            raise
         digest, size = _file_hash(tmp), tmp.stat().st_size
         rel = f"{folder}/part-{digest[:16]}.parquet"
         os.replace(tmp, Path(self.out, STAGING, wave_id, rel))
@@ -285,11 +291,15 @@ class OutputLock:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk mid-write: no half-written .tmp left beside the records
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 

@@ -2,9 +2,10 @@
 
     sizes.py       the DiT size registry (S/B/L/XL × patch 2/4/8), torch-free for the CLI
     model.py       DiT: tubelet patches, per-batch 3D positions, adaLN-Zero, cross-attention to text
+    packing.py     packed (NaViT) batches: token → clip layout, attention kept within each clip
     flow.py        rectified flow (logit-normal t, resolution/length shift), DDPM ε option, samplers
     index.py       the committed shard index, latent statistics, VAE metadata, index hash
-    loader.py      deterministic bucketed batch sampler and zero-copy reader; resumable state
+    loader.py      deterministic bucketed (or packed) batch sampler and zero-copy reader; resumable state
     config.py      TrainConfig (YAML + --set, typed, field-named errors)
     checkpoint.py  atomic checkpoints: safetensors weights + EMA + optimiser + loader + RNG + config
     train.py       main(): single process, DDP under torchrun, Ray Train's TorchTrainer

@@ -28,6 +28,7 @@ class ModelConfig:
     hidden_size: int | None = None
     num_heads: int | None = None
     grad_checkpointing: bool = False
+    packed_attention: Literal["segments", "mask"] = "segments"  # with data.packing (pipeline/trainer/packing.py)
 
     def __post_init__(self):
         if self.size not in DiT_models:
@@ -41,7 +42,8 @@ class ModelConfig:
         try:
             return DiTConfig.from_size(self.size, patch_t=self.patch_t, attention=self.attention, depth=self.depth,
                                        hidden_size=self.hidden_size, num_heads=self.num_heads, in_channels=in_channels,
-                                       text_dim=text_dim or None, grad_checkpointing=self.grad_checkpointing)
+                                       text_dim=text_dim or None, grad_checkpointing=self.grad_checkpointing,
+                                       packed_attention=self.packed_attention)
         except ValueError as err:
             raise ConfigError(f"model.{err}") from None
 
@@ -77,6 +79,7 @@ class LoopConfig:
     device: str = "auto"  # auto: cuda:LOCAL_RANK when available, else cpu
     resume: Literal["auto", "never"] = "auto"  # auto: continue from results/checkpoints/latest.json
     heldout_t: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    peak_tflops: float | None = None  # the accelerator's dense peak for MFU; None: looked up by GPU name
 
     def __post_init__(self):
         for name in ("steps", "log_every", "eval_every", "ckpt_every", "keep_checkpoints"):
@@ -84,6 +87,8 @@ class LoopConfig:
                 raise ValueError(f"{name}: must be >= 1 (got {getattr(self, name)})")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay: must be in [0, 1) (got {self.ema_decay})")
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise ValueError(f"peak_tflops: must be > 0 (got {self.peak_tflops})")
         if not all(0 < t < 1 for t in self.heldout_t):
             raise ValueError(f"heldout_t: values in (0, 1) (got {self.heldout_t})")
 

@@ -69,13 +69,17 @@ class Flow:
             return cfg.shift
         return max(cfg.shift_min, cfg.shift * math.sqrt(tokens / cfg.shift_base_tokens))
 
-    def sample_t(self, n: int, tokens: int, generator: torch.Generator) -> torch.Tensor:
-        """Training times (N,): in (0, 1) for rectified flow, integer steps for DDPM."""
+    def sample_t(self, n: int, tokens: int | list[int], generator: torch.Generator) -> torch.Tensor:
+        """Training times (N,): in (0, 1) for rectified flow, integer steps for DDPM. `tokens`: per
+        sample, or one count for all (the shift follows each sample's size)."""
         cfg = self.config
         if cfg.objective == "ddpm":
             return torch.randint(0, cfg.ddpm_steps, (n,), generator=generator, device=generator.device)
         u = torch.randn(n, generator=generator, device=generator.device) * cfg.logit_std + cfg.logit_mean
-        return time_shift(torch.sigmoid(u), self.shift_for(tokens))  # (N,)
+        if isinstance(tokens, int):
+            return time_shift(torch.sigmoid(u), self.shift_for(tokens))  # (N,)
+        shift = torch.tensor([self.shift_for(k) for k in tokens], dtype=u.dtype, device=u.device)  # (N,)
+        return time_shift(torch.sigmoid(u), shift)  # (N,)
 
     def loss(self, model: ModelFn, x0: torch.Tensor, tokens: int, generator: torch.Generator,
              t: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -95,6 +99,33 @@ class Flow:
             target, timesteps = noise - x0, t.float() * 1000
         pred = model(xt, timesteps)[:, :c]  # a learned-sigma head's extra channels are not trained here
         return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3, 4))  # (N,)
+
+    def loss_packed(self, model: Callable, x0s: list[torch.Tensor], tokens: list[int], generator: torch.Generator,
+                    t: torch.Tensor | None = None, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """`loss` for a packed batch: x0s are N latents (C, T_i, H_i, W_i) of any shapes and the model
+        maps a list of them (and timesteps (N,)) to a list of predictions. Per-sample MSE (N,), each
+        sample's own mean, as `loss` gives it: averaging these weighs samples alike, as the unpacked path."""
+        n, c = len(x0s), x0s[0].shape[0]
+        device = x0s[0].device
+        shapes, sizes = [x.shape for x in x0s], [x.numel() for x in x0s]
+        x0 = torch.cat([x.reshape(-1) for x in x0s])  # (Σ C·T·H·W,)
+        t = (self.sample_t(n, tokens, generator) if t is None else t).to(device)
+        if noise is None:  # one draw for the whole batch
+            noise = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype).to(device)
+        else:
+            noise = torch.cat([z.reshape(-1) for z in noise]).to(device)
+        counts = torch.tensor(sizes, device=device)
+        if self.config.objective == "ddpm":
+            ab = torch.repeat_interleave(self.alphas_cumprod.to(device)[t].float(), counts, output_size=x0.numel())
+            xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+            target, timesteps = noise, t.float()
+        else:
+            tt = torch.repeat_interleave(t.float(), counts, output_size=x0.numel())  # per value (no host sync)
+            xt = (1 - tt) * x0 + tt * noise
+            target, timesteps = noise - x0, t.float() * 1000
+        preds = model([v.view(s) for v, s in zip(xt.split(sizes), shapes)], timesteps)
+        return torch.stack([(pred[:c].float() - goal.view(s).float()).pow(2).mean()
+                            for pred, goal, s in zip(preds, target.split(sizes), shapes)])  # (N,)
 
     @torch.no_grad()
     def sample(self, model: ModelFn, noise: torch.Tensor, steps: int, tokens: int) -> torch.Tensor:

@@ -7,6 +7,8 @@ computed from the shard index alone, identically on every rank:
      reader, never one row group per sample; its rows are shuffled, grouped by
      (bucket, latent shape) and cut into batches of that shape's size, set by a
      token budget (tokens per sample = patch grid size); partial batches are kept;
+     with `packing` (NaViT), rows of any bucket are instead packed first-fit-
+     decreasing into sequences of at most `token_budget` tokens (see `pack`);
   3. per batch row, the text choice: dropped (p = text_drop_prob, for CFG), else
      caption_long (p = caption_long_prob) or caption_short;
   4. windows go to ranks greedily (fewest batches so far) and every rank is cut to
@@ -41,7 +43,7 @@ from pipeline.trainer.reader import DROP, LONG, SHORT, read_batches, text_dim
 class DataConfig:
     path: str = ""  # the pipeline output (OUT or OUT/shards); `vidprep train --data` sets it
     token_budget: int = 8192  # patch tokens per batch: batch size = budget // tokens per sample
-    max_batch_size: int = 64
+    max_batch_size: int = 64  # clips per batch (per pack with `packing`)
     window_row_groups: int = 4  # row groups read and shuffled together (memory ≈ this × row group size)
     caption_long_prob: float = 0.95  # else caption_short (DALL-E 3 mixed 95% descriptive captions)
     text_drop_prob: float = 0.1  # empty caption, for classifier-free guidance
@@ -54,6 +56,7 @@ class DataConfig:
     accepted_only: bool = True  # skip shard rows whose clip the catalog no longer accepts (refilter, dedup)
     allow_index_change: bool = False  # resume a checkpoint made on other shards
     unconditional: bool = False  # train without text on shards that carry none (else such shards are refused)
+    packing: bool = False  # NaViT: pack clips of any bucket into one sequence of <= token_budget tokens per batch
 
     def __post_init__(self):
         for name in ("token_budget", "max_batch_size", "window_row_groups", "prefetch", "holdout_max_rows"):
@@ -89,6 +92,7 @@ class Loader:
         self.epoch = self.batches = 0
         self._plans: dict[int, list[EpochPlan]] = {}
         self.batch_size = np.array([batch_size(shape, patch, config) for _, shape in index.keys])
+        self.key_tokens = np.array([tokens_of(shape, patch) for _, shape in index.keys], np.int64)
         # Blocks: the index is sorted by (file, row group, row), so each block's rows are contiguous.
         block_key = index.file_id.astype(np.int64) << 32 | index.row_group
         first = np.flatnonzero(np.r_[True, block_key[1:] != block_key[:-1]])
@@ -181,10 +185,42 @@ class Loader:
         return read_batches(self, batches, epoch=-1, start=0)
 
 
-def batch_size(shape: tuple[int, ...], patch: tuple[int, int], config: DataConfig) -> int:
+def tokens_of(shape: tuple[int, ...], patch: tuple[int, int]) -> int:
+    """Patch tokens of one latent (C, T, H, W) with patch (p_t, p), after padding to whole patches."""
     _, t, h, w = shape
-    tokens = math.ceil(t / patch[0]) * math.ceil(h / patch[1]) * math.ceil(w / patch[1])
-    return int(min(max(config.token_budget // tokens, 1), config.max_batch_size))
+    return math.ceil(t / patch[0]) * math.ceil(h / patch[1]) * math.ceil(w / patch[1])
+
+
+def batch_size(shape: tuple[int, ...], patch: tuple[int, int], config: DataConfig) -> int:
+    return int(min(max(config.token_budget // tokens_of(shape, patch), 1), config.max_batch_size))
+
+
+def pack(rows: np.ndarray, tokens: np.ndarray, keys: np.ndarray, budget: int, max_rows: int) -> list[np.ndarray]:
+    """First-fit decreasing: rows (in their shuffled order) → packs of at most `budget` tokens and `max_rows` rows.
+
+    Rows are taken longest first (a stable sort, so equal lengths keep the shuffled order) and each goes
+    into the first pack with room, else a new one; a row longer than the budget gets a pack of its own.
+    Within a pack, rows of one latent shape are made consecutive (by key): the model runs each such run
+    as one dense batch. Deterministic: a pure function of the inputs."""
+    order = np.argsort(-tokens, kind="stable")
+    packs: list[list[int]] = []
+    free: list[int] = []  # tokens left per pack
+    for i in order.tolist():
+        n = int(tokens[i])
+        for j, room in enumerate(free):  # first fit; packs are few per window (rows ÷ rows per pack)
+            if n <= room and len(packs[j]) < max_rows:
+                packs[j].append(i)
+                free[j] -= n
+                break
+        else:
+            packs.append([i])
+            free.append(budget - n)
+    out = []
+    for members in packs:
+        members = np.array(members, np.int64)
+        members = members[np.argsort(keys[members], kind="stable")]
+        out.append(rows[members])
+    return out
 
 
 def accepted_mask(index: ShardIndex) -> np.ndarray:
@@ -223,11 +259,14 @@ def plan_epoch(loader: Loader, epoch: int) -> list[EpochPlan]:
         pool = np.concatenate([rows[block_start[b]:block_end[b]] for b in members])
         pool = pool[rng.permutation(len(pool))]
         keys = index.key[pool]
-        batches = []
-        for k in np.unique(keys):
-            of_key = pool[keys == k]
-            size = loader.batch_size[k]
-            batches += [of_key[i:i + size] for i in range(0, len(of_key), size)]
+        if cfg.packing:
+            batches = pack(pool, loader.key_tokens[keys], keys, cfg.token_budget, cfg.max_batch_size)
+        else:
+            batches = []
+            for k in np.unique(keys):
+                of_key = pool[keys == k]
+                size = loader.batch_size[k]
+                batches += [of_key[i:i + size] for i in range(0, len(of_key), size)]
         batches = [batches[i] for i in rng.permutation(len(batches))]
         window_batches.append([(b, _choices(rng, len(b), cfg)) for b in batches])
     # Windows to ranks: fewest batches so far (ties: lowest rank), then cut to equal step counts.

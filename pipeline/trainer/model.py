@@ -4,6 +4,10 @@ Shapes: N batch, C latent channels, T/H/W latent frames/height/width,
 (t, h, w) = the patch grid, L = t*h*w tokens, D hidden size, S text tokens,
 E text-embedding size. Images are 1-frame videos (T = 1).
 
+`forward` also takes a packed batch (NaViT): a list of latents of any shapes,
+run as one token sequence with attention kept within each example (the layout
+and its two attention kernels are in pipeline/trainer/packing.py).
+
 With `DiTConfig.image(size)` (2D patches, 1000-class embedding, no text,
 learned-sigma head) the blocks, embedders and final layer are exactly
 facebookresearch/DiT's, so the parameter counts are the paper's; the fixed
@@ -20,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from pipeline.trainer.packing import Kernel, Packing
 from pipeline.trainer.sizes import DiT_models
 
 
@@ -37,6 +42,7 @@ class DiTConfig:
     num_classes: int | None = None  # class-conditional (DiT's ImageNet setting); row num_classes = null
     attention: Literal["full", "factorized"] = "full"  # factorized: blocks alternate spatial / temporal
     grad_checkpointing: bool = False
+    packed_attention: Kernel = "segments"  # packed batches: per-run dense attention, or one block-masked SDPA
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads or self.hidden_size % 2:
@@ -45,6 +51,8 @@ class DiTConfig:
             raise ValueError(f"patch_size: patch sizes must be >= 1 (got {self.patch_t}x{self.patch_size})")
         if self.attention not in ("full", "factorized"):
             raise ValueError(f"attention: must be 'full' or 'factorized' (got {self.attention!r})")
+        if self.packed_attention not in ("segments", "mask"):
+            raise ValueError(f"packed_attention: must be 'segments' or 'mask' (got {self.packed_attention!r})")
 
     @property
     def outputs(self) -> int:
@@ -66,7 +74,13 @@ class DiTConfig:
 
 
 def modulate(x, shift, scale):
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    """x (N, L, D) with shift and scale already broadcastable: (N, 1, D) per example or (1, L, D) per token."""
+    return x * (1 + scale) + shift
+
+
+def per_token(values: torch.Tensor, packing: Packing | None) -> torch.Tensor:
+    """Per-example conditioning (N, D) → broadcastable over the tokens: (N, 1, D), or (1, L, D) when packed."""
+    return values.unsqueeze(1) if packing is None else packing.expand(values)
 
 
 def patchify(x: torch.Tensor, p_t: int, p: int) -> torch.Tensor:
@@ -173,7 +187,8 @@ class Attention(nn.Module):
         if self.cross:
             q = self.q(x).reshape(b, l, h, d // h).transpose(1, 2)  # (B, h, L, d/h)
             k, v = self.kv(context).reshape(b, -1, 2, h, d // h).permute(2, 0, 3, 1, 4)  # 2 × (B, h, S, d/h)
-            mask = mask[:, None, None, :]  # (B, 1, 1, S): True = attend
+            if mask.dim() == 2:  # a key mask (B, S), else a full one (B, 1, L, S) from a packed batch
+                mask = mask[:, None, None, :]  # (B, 1, 1, S): True = attend
         else:
             q, k, v = self.qkv(x).reshape(b, l, 3, h, d // h).permute(2, 0, 3, 1, 4)  # 3 × (B, h, L, d/h)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, L, d/h)
@@ -196,15 +211,27 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, hidden_size))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
-    def forward(self, x, c, grid, context=None, context_mask=None):
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)  # 6 × (N, D)
-        x = x + gate_msa.unsqueeze(1) * self._self_attention(modulate(self.norm1(x), shift_msa, scale_msa), grid)  # (N, L, D)
+    def forward(self, x, c, grid, context=None, context_mask=None, packing: Packing | None = None):
+        """x (N, L, D), c (N, D); packed: x (1, L, D) holding N examples as `packing` lays them out."""
+        mods = self.adaLN_modulation(c).chunk(6, dim=1)  # 6 × (N, D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (per_token(m, packing) for m in mods)
+        x = x + gate_msa * self._self_attention(modulate(self.norm1(x), shift_msa, scale_msa), grid, packing)  # (N, L, D)
         if context is not None:
-            x = x + self.cross_attn(self.norm_cross(x), context, context_mask)  # (N, L, D)
-        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (N, L, D)
+            x = x + self._cross_attention(self.norm_cross(x), context, context_mask, packing)  # (N, L, D)
+        x = x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (N, L, D)
         return x
 
-    def _self_attention(self, x, grid):
+    def _cross_attention(self, x, context, context_mask, packing):
+        if packing is None or packing.kernel == "mask":  # packed + mask: context is flat, the mask (1, 1, L, M)
+            return self.cross_attn(x, context, context_mask)
+        return packing.per_run(x, lambda xr, r: self.cross_attn(xr, context[r.first:r.first + r.count],
+                                                                context_mask[r.first:r.first + r.count]))
+
+    def _self_attention(self, x, grid, packing=None):
+        if packing is not None:  # attention within each example only
+            if packing.kernel == "mask":
+                return self.attn(x, mask=packing.self_mask(self.kind))
+            return packing.per_run(x, lambda xr, r: self._self_attention(xr, r.grid))
         n, l, d = x.shape
         t, s = grid[0], grid[1] * grid[2]
         if self.kind == "spatial":  # each frame's h*w tokens attend to each other
@@ -222,8 +249,8 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden_size, patch_dim)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
-    def forward(self, x, c):
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)  # 2 × (N, D)
+    def forward(self, x, c, packing: Packing | None = None):
+        shift, scale = (per_token(m, packing) for m in self.adaLN_modulation(c).chunk(2, dim=1))  # 2 × (N, D)
         return self.linear(modulate(self.norm_final(x), shift, scale))  # (N, L, p_t*p*p*C_out)
 
 
@@ -271,7 +298,12 @@ class DiT(nn.Module):
 
     def forward(self, x, t, text=None, text_mask=None, y=None):
         """x: (N, C, T, H, W) latents; t: (N,) timesteps in [0, 1000]; text: (N, S, E) with text_mask (N, S)
-        (True = token); y: (N,) class labels. Returns (N, C_out, T, H, W)."""
+        (True = token); y: (N,) class labels. Returns (N, C_out, T, H, W).
+
+        Packed (NaViT): x is a list of N latents (C, T_i, H_i, W_i) of any shapes; returns the list of
+        their outputs (C_out, T_i, H_i, W_i), each as if run alone."""
+        if isinstance(x, (list, tuple)):
+            return self._forward_packed(list(x), t, text, text_mask, y)
         cfg = self.config
         n, _, T, H, W = x.shape
         p_t, p = cfg.patch_t, cfg.patch_size
@@ -283,17 +315,7 @@ class DiT(nn.Module):
         # in bf16, and their outputs are added to an fp32 stream (the positions are fp32 too).
         x = self.x_embedder(patchify(x, p_t, p)).float()  # (N, L, D)
         x = x + pos_embed_3d(cfg.hidden_size, grid, x.device, torch.float32)  # (N, L, D)
-        c = self.t_embedder(t)  # (N, D)
-        context = None
-        if self.text_embedder is not None:
-            if text is None:  # unconditional: empty captions
-                text = x.new_zeros(n, 0, cfg.text_dim)
-                text_mask = torch.zeros(n, 0, dtype=torch.bool, device=x.device)
-            context, text_mask, pooled = self.text_embedder(text.to(x.dtype), text_mask)  # (N, 1+S, D), (N, 1+S), (N, D)
-            c = c + pooled  # (N, D)
-        if self.y_embedder is not None:
-            y = torch.full((n,), cfg.num_classes, device=x.device) if y is None else y
-            c = c + self.y_embedder(y)  # (N, D)
+        c, context, text_mask = self._conditioning(n, t, text, text_mask, y, x.device)
         for block in self.blocks:
             if cfg.grad_checkpointing and self.training:
                 x = checkpoint(block, x, c, grid, context, text_mask, use_reentrant=False)  # (N, L, D)
@@ -302,3 +324,48 @@ class DiT(nn.Module):
         x = self.final_layer(x, c)  # (N, L, p_t*p*p*C_out)
         x = unpatchify(x, grid, p_t, p)  # (N, C_out, T', H', W')
         return x[:, :, :T, :H, :W]  # (N, C_out, T, H, W)
+
+    def _conditioning(self, n, t, text, text_mask, y, device):
+        """→ c (N, D): timestep + pooled text + class; the text context (N, 1+S, D) and its mask (N, 1+S)."""
+        cfg = self.config
+        c = self.t_embedder(t)  # (N, D)
+        context = None
+        if self.text_embedder is not None:
+            if text is None:  # unconditional: empty captions
+                text = torch.zeros(n, 0, cfg.text_dim, device=device)
+                text_mask = torch.zeros(n, 0, dtype=torch.bool, device=device)
+            context, text_mask, pooled = self.text_embedder(text.float(), text_mask)  # (N, 1+S, D), (N, 1+S), (N, D)
+            c = c + pooled  # (N, D)
+        if self.y_embedder is not None:
+            y = torch.full((n,), cfg.num_classes, device=device) if y is None else y
+            c = c + self.y_embedder(y)  # (N, D)
+        return c, context, text_mask
+
+    def _forward_packed(self, xs: list[torch.Tensor], t, text, text_mask, y) -> list[torch.Tensor]:
+        cfg = self.config
+        p_t, p, d = cfg.patch_t, cfg.patch_size, cfg.hidden_size
+        device = xs[0].device
+        packing = Packing([x.shape for x in xs], (p_t, p), device, cfg.packed_attention)
+        tokens, positions = [], []
+        for r in packing.runs:  # each run of one shape: padded, patchified and positioned as a dense batch
+            x = torch.stack(xs[r.first:r.first + r.count])  # (k, C, T, H, W)
+            T, H, W = r.shape[1:]
+            pad = (0, -W % p, 0, -H % p, 0, -T % p_t)
+            x = F.pad(x, pad) if any(pad) else x
+            tokens.append(patchify(x, p_t, p).flatten(0, 1))  # (k*l, p_t*p*p*C)
+            positions.append(pos_embed_3d(d, r.grid, device, torch.float32)[0].repeat(r.count, 1))  # (k*l, D)
+        x = self.x_embedder(torch.cat(tokens)).float()[None] + torch.cat(positions)[None]  # (1, L, D)
+        c, context, context_mask = self._conditioning(len(xs), t, text, text_mask, y, device)  # (N, D), ...
+        if context is not None and packing.kernel == "mask":
+            context, context_mask = packing.flat_context(context, context_mask)  # (1, M, D), (1, 1, L, M)
+        for block in self.blocks:
+            if cfg.grad_checkpointing and self.training:
+                x = checkpoint(block, x, c, None, context, context_mask, packing, use_reentrant=False)  # (1, L, D)
+            else:
+                x = block(x, c, None, context, context_mask, packing)  # (1, L, D)
+        x = self.final_layer(x, c, packing)[0]  # (L, p_t*p*p*C_out)
+        outputs = []
+        for r in packing.runs:
+            out = unpatchify(x[r.start:r.end].reshape(r.count, r.length, -1), r.grid, p_t, p)  # (k, C_out, T', H', W')
+            outputs += out[:, :, :r.shape[1], :r.shape[2], :r.shape[3]].unbind(0)
+        return outputs

@@ -45,18 +45,24 @@ def read_batches(loader, batches: list[tuple[np.ndarray, np.ndarray]], epoch: in
         groups[b] = _RowGroup(_parquet(path).read_row_group(int(loader.block_rg[b]), columns=COLUMNS), path)
     info = torch.utils.data.get_worker_info()
     out = []
+    packed = loader.config.packing and epoch >= 0  # held-out batches (epoch -1) stay bucketed
     for i, (rows, choice) in enumerate(batches):
-        bucket, shape = index.keys[index.key[rows[0]]]
+        keys = [index.keys[k] for k in index.key[rows].tolist()]
         latents, texts, ids = [], [], []
-        for r, c in zip(rows.tolist(), choice.tolist()):
+        for r, c, (_, shape) in zip(rows.tolist(), choice.tolist(), keys):
             group, j = groups[int(loader.row_block[r])], int(index.row[r])
             latents.append(group.latent(j, shape))
             texts.append(group.text(j, c))
             ids.append(group.clip_ids[j])
         text, mask = _pad_text(texts, text_dim(index))
-        out.append({"latent": _to_torch(_stack(latents)), "text": _to_torch(text), "text_mask": torch.from_numpy(mask),
-                    "clip_id": ids, "bucket": bucket, "epoch": epoch, "position": start + i,
-                    "worker": info.id if info else -1})
+        batch = {"text": _to_torch(text), "text_mask": torch.from_numpy(mask), "clip_id": ids, "epoch": epoch,
+                 "position": start + i, "worker": info.id if info else -1}
+        if packed:  # NaViT: one flat buffer of every latent's values, in order, and each latent's shape
+            batch.update(latent=_to_torch(_concat(latents)), shapes=[shape for _, shape in keys],
+                         bucket=[bucket for bucket, _ in keys])
+        else:
+            batch.update(latent=_to_torch(_stack(latents)), bucket=keys[0][0])
+        out.append(batch)
     return out
 
 
@@ -122,6 +128,18 @@ def _stack(arrays: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray, str]:
     out = _empty((len(arrays), *arrays[0][0].shape), arrays[0][0].dtype)
     for i, (array, _) in enumerate(arrays):
         out[i] = array
+    return out, dtypes.pop()
+
+
+def _concat(arrays: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray, str]:
+    """Latents of any shapes → one flat array of their values, in order (a packed batch's buffer)."""
+    dtypes = {d for _, d in arrays}
+    if len(dtypes) > 1:
+        arrays, dtypes = [(_float32(a, d), "float32") for a, d in arrays], {"float32"}
+    sizes = [a.size for a, _ in arrays]
+    out = _empty((sum(sizes),), arrays[0][0].dtype)
+    for (array, _), begin, size in zip(arrays, np.cumsum([0] + sizes).tolist(), sizes):
+        out[begin:begin + size] = array.reshape(-1)
     return out, dtypes.pop()
 
 

@@ -23,6 +23,23 @@ from pipeline.trainer.flow import Flow, FlowConfig
 from pipeline.trainer.model import DiT, DiTConfig
 
 
+# Dense bf16 tensor-core peaks (TFLOP/s, fp32 accumulate, no sparsity) from the vendors' datasheets, matched
+# against torch.cuda.get_device_name(); the first match wins, so the more specific names come first.
+BF16_PEAK_TFLOPS: list[tuple[str, float]] = [
+    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H200", 989.0), ("H100", 989.0), ("H800", 989.0),
+    ("B200", 2250.0), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0),
+    ("RTX 4090", 165.0), ("RTX A6000", 155.0),
+]
+
+
+def peak_flops(device_name: str) -> float | None:
+    """The device's dense bf16 peak in FLOP/s, or None when it is not in BF16_PEAK_TFLOPS (or a CPU)."""
+    for name, tflops in BF16_PEAK_TFLOPS:
+        if name.lower() in device_name.lower():
+            return tflops * 1e12
+    return None
+
+
 def model_flops(cfg: DiTConfig, grid: tuple[int, int, int], text_len: int) -> float:
     """Forward FLOPs of one sample with a (t, h, w) patch grid and `text_len` caption tokens."""
     d, length = cfg.hidden_size, grid[0] * grid[1] * grid[2]
@@ -91,11 +108,15 @@ def train_throughput(size: str = "DiT-B/2", latent_shape: tuple[int, ...] = (16,
               "batch_size": batch_size, "tokens_per_sample": tokens, "text_len": text_len,
               "step_s": seconds, "tokens_per_s": batch_size * tokens / seconds, "samples_per_s": batch_size / seconds,
               "model_tflops_per_s": flops / seconds / 1e12, "step_times_s": times}
-    if peak_flops:
-        result["mfu"] = flops / seconds / peak_flops
+    peak = peak_flops or (_peak(result["device_name"]) if device.type == "cuda" else None)
+    if peak:
+        result["mfu"] = flops / seconds / peak
     if device.type == "cuda":
         result["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
     return result
+
+
+_peak = peak_flops  # train_throughput's argument shadows the function's name
 
 
 def _sync(device: torch.device) -> None:
@@ -123,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
-    parser.add_argument("--peak-tflops", type=float, help="the device's dense peak for MFU (H100/H200 bf16: 989)")
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense peak for MFU (default: from "
+                        "BF16_PEAK_TFLOPS by device name; H100/H200 bf16: 989)")
     parser.add_argument("--attention", choices=["full", "factorized"], default="full")
     parser.add_argument("--compile", action="store_true")
     args = parser.parse_args(argv)

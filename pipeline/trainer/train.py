@@ -6,15 +6,18 @@
 
 `main(config)` reads top-down like DiT's train.py: set up DDP, the results
 folder and logging (rank 0), data, model + EMA + optimiser, resume, then the
-loop (rank-0 log line every `log_every` steps with loss, steps/s, tokens/s;
-held-out loss at fixed t every `eval_every`; a checkpoint every `ckpt_every`
-and at the end). Resuming continues bit for bit on CPU: weights, EMA,
+loop (rank-0 log line every `log_every` steps with loss, steps/s, tokens/s,
+padding — the share of the steps' token budget that held no clip — and on a
+GPU of known peak, MFU from the model's FLOPs per clip; held-out loss at
+fixed t every `eval_every`; a checkpoint every `ckpt_every` and at the end).
+Batches are bucketed, or packed (NaViT) with `data.packing`. Resuming continues bit for bit on CPU: weights, EMA,
 optimiser, loader position and every RNG that the loop draws from.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from copy import deepcopy
@@ -31,6 +34,7 @@ from pipeline.trainer.flow import Flow
 from pipeline.trainer.index import ShardIndex
 from pipeline.trainer.loader import Loader, text_dim
 from pipeline.trainer.model import DiT
+from pipeline.trainer.throughput import model_flops, peak_flops
 from pipeline.typed import to_dict
 
 log = logging.getLogger("vidprep.train")
@@ -96,17 +100,36 @@ def main(config: TrainConfig, device: str | None = None) -> dict[str, Any]:
 
     # Training loop:
     model.train()
-    losses, samples, tokens_seen = [], 0, 0
-    interval = {"loss": torch.zeros((), device=device), "steps": 0, "tokens": 0, "start": time.perf_counter()}
+    losses, samples, tokens_seen, capacity_seen = [], 0, 0, 0
+    peak = cfg.train.peak_tflops * 1e12 if cfg.train.peak_tflops else (
+        peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None)
+    step_flops = StepFlops(model_cfg)
+
+    def fresh_interval():
+        return {"loss": torch.zeros((), device=device), "steps": 0, "tokens": 0, "capacity": 0, "flops": 0.0,
+                "text": 0, "text_slots": 0, "start": time.perf_counter()}
+    interval = fresh_interval()
     data = iter(loader)
     while step < cfg.train.steps:
         batch = next(data)
-        x = (batch["latent"].to(device, non_blocking=True).float() - mean) / std  # (N, C, T, H, W)
+        text_lengths = batch["text_mask"].sum(1).tolist()  # on the host, before the copy: no device sync
         text = batch["text"].to(device, non_blocking=True).float()  # (N, S, E)
         text_mask = batch["text_mask"].to(device, non_blocking=True)  # (N, S)
-        tokens = model.tokens(x.shape[1:])
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = flow.loss(lambda xt, t: ddp(xt, t, text=text, text_mask=text_mask), x, tokens, generator).mean()
+        if "shapes" in batch:  # packed (data.packing): latents of any shapes in one flat buffer
+            flat = batch["latent"].to(device, non_blocking=True).float()  # (Σ C·T·H·W,)
+            shapes = [tuple(s) for s in batch["shapes"]]
+            x = [(v.view(s) - mean) / std for v, s in zip(flat.split([math.prod(s) for s in shapes]), shapes)]
+            sample_tokens = [model.tokens(s) for s in shapes]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = flow.loss_packed(lambda xt, t: ddp(xt, t, text=text, text_mask=text_mask), x, sample_tokens,
+                                        generator).mean()
+        else:
+            x = (batch["latent"].to(device, non_blocking=True).float() - mean) / std  # (N, C, T, H, W)
+            shapes = [tuple(x.shape[1:])] * x.shape[0]
+            sample_tokens = [model.tokens(x.shape[1:])] * x.shape[0]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = flow.loss(lambda xt, t: ddp(xt, t, text=text, text_mask=text_mask), x, sample_tokens[0],
+                                 generator).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
@@ -115,30 +138,44 @@ def main(config: TrainConfig, device: str | None = None) -> dict[str, Any]:
         opt.step()
         update_ema(ema, model, cfg.train.ema_decay)
         step += 1
-        samples += x.shape[0]
-        tokens_seen += x.shape[0] * tokens
+        batch_tokens = sum(sample_tokens)
+        capacity = max(cfg.data.token_budget, batch_tokens)  # a clip longer than the budget fills its own step
+        samples += len(shapes)
+        tokens_seen += batch_tokens
+        capacity_seen += capacity
         interval["loss"] += loss.detach()  # no host sync until the log line
         interval["steps"] += 1
-        interval["tokens"] += x.shape[0] * tokens
+        interval["tokens"] += batch_tokens
+        interval["capacity"] += capacity
+        interval["flops"] += step_flops(shapes, text_lengths)
+        interval["text"] += sum(text_lengths)
+        interval["text_slots"] += batch["text_mask"].numel()
 
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-            stats = torch.stack([interval["loss"].double(), torch.tensor(float(interval["steps"]), device=device, dtype=torch.float64),
-                                 torch.tensor(float(interval["tokens"]), device=device, dtype=torch.float64)])
+            counts = [float(interval[k]) for k in ("steps", "tokens", "capacity", "flops", "text", "text_slots")]
+            stats = torch.cat([interval["loss"].double().reshape(1), torch.tensor(counts, device=device, dtype=torch.float64)])
             if world_size > 1:
                 dist.all_reduce(stats)
             seconds = time.perf_counter() - interval["start"]
-            record = {"step": step, "epoch": loader.epoch, "loss": stats[0].item() / stats[1].item(),
-                      "steps_per_s": interval["steps"] / seconds, "tokens_per_s": stats[2].item() / seconds,
+            n_steps, n_tokens, n_capacity, flops, n_text, text_slots = stats[1:].tolist()
+            record = {"step": step, "epoch": loader.epoch, "loss": stats[0].item() / n_steps,
+                      "steps_per_s": interval["steps"] / seconds, "tokens_per_s": n_tokens / seconds,
+                      "padding": 1 - n_tokens / n_capacity, "text_padding": 1 - n_text / text_slots if text_slots else 0.0,
+                      "model_tflops_per_s": flops / seconds / 1e12,
                       "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"]}
+            if peak:
+                record["mfu"] = flops / seconds / (peak * world_size)
             losses.append(record["loss"])
             if heldout and (step % cfg.train.eval_every == 0 or step == cfg.train.steps) and rank == 0:
                 record["heldout"] = heldout_loss(model, heldout, flow, cfg.train.heldout_t, (mean, std), device, use_bf16)
             if rank == 0:
-                log.info("step %d  loss %.4f  %.2f steps/s  %.0f tokens/s%s", step, record["loss"], record["steps_per_s"],
-                         record["tokens_per_s"], "  heldout " + json.dumps(record["heldout"]) if "heldout" in record else "")
+                log.info("step %d  loss %.4f  %.2f steps/s  %.0f tokens/s  padding %.1f%%%s%s", step, record["loss"],
+                         record["steps_per_s"], record["tokens_per_s"], 100 * record["padding"],
+                         f"  MFU {100 * record['mfu']:.1f}%" if "mfu" in record else "",
+                         "  heldout " + json.dumps(record["heldout"]) if "heldout" in record else "")
                 with open(results / "log.jsonl", "a") as handle:
                     handle.write(json.dumps(record) + "\n")
-            interval = {"loss": torch.zeros((), device=device), "steps": 0, "tokens": 0, "start": time.perf_counter()}
+            interval = fresh_interval()
 
         if step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
             rng = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
@@ -152,7 +189,7 @@ def main(config: TrainConfig, device: str | None = None) -> dict[str, Any]:
                 log.info("saved checkpoint %s", path)
 
     # Finish: check that DDP kept the ranks identical, report, clean up.
-    totals = torch.tensor([samples, tokens_seen], device=device, dtype=torch.float64)
+    totals = torch.tensor([samples, tokens_seen, capacity_seen], device=device, dtype=torch.float64)
     checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
     in_sync = True
     if world_size > 1:
@@ -161,13 +198,32 @@ def main(config: TrainConfig, device: str | None = None) -> dict[str, Any]:
         dist.all_gather(sums, checksum)
         in_sync = all(torch.equal(s, sums[0]) for s in sums)
     summary = {"steps": step, "world_size": world_size, "device": str(device), "parameters": model_params,
-               "losses": losses, "samples": int(totals[0]), "tokens": int(totals[1]), "ranks_in_sync": in_sync,
+               "losses": losses, "samples": int(totals[0]), "tokens": int(totals[1]),
+               "padding": 1 - float(totals[1] / totals[2]), "packing": cfg.data.packing, "ranks_in_sync": in_sync,
                "loader": loader.state_dict(), "checkpoint": str(latest_checkpoint(results))}
     if rank == 0:
         (results / "summary.json").write_text(json.dumps(summary, indent=1))
     if world_size > 1 and os.environ.get("VIDPREP_OWNS_PG") == "1":
         dist.destroy_process_group()
     return summary
+
+
+class StepFlops:
+    """Model FLOPs of one optimiser step (forward + backward = 3x forward) over the batch's clips, each
+    counted alone (its own tokens and caption; padding is not useful work), cached per (grid, caption)."""
+
+    def __init__(self, cfg):
+        self.cfg, self.cache = cfg, {}
+        self.patch = (cfg.patch_t, cfg.patch_size, cfg.patch_size)
+
+    def __call__(self, shapes: list[tuple[int, ...]], text_lengths: list[int]) -> float:
+        total = 0.0
+        for shape, text_len in zip(shapes, text_lengths):
+            key = (tuple(-(-v // p) for v, p in zip(shape[1:], self.patch)), int(text_len))
+            if key not in self.cache:
+                self.cache[key] = 3 * model_flops(self.cfg, *key)
+            total += self.cache[key]
+        return total
 
 
 def setup_distributed(device: str) -> tuple[int, int, torch.device]:

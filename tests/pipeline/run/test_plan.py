@@ -2,6 +2,7 @@
 declared GPUs (Ray started with num_gpus=N on this CPU machine, the shape a GPU user runs)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -80,11 +81,16 @@ def tiny_models(tmp_path_factory):
     return build_all(tmp_path_factory.mktemp("models"))
 
 
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def default_with_tiny_models(m: dict[str, str]) -> list[str]:
     """configs/default.yaml as shipped, with only its model references pointed at the tiny local models."""
     return [f"stages.clip_score.model=vidprep-tiny-vit", f"stages.clip_score.model_config={m['clip_config']}",
             f"stages.clip_score.pretrained={m['clip']}", f"stages.clip_score.aesthetic={m['clip_aesthetic']}",
             f"stages.clip_score.aesthetic_clip=vidprep-tiny-vit/{m['clip']}",  # the tiny head's own CLIP
+            f"stages.clip_score.aesthetic_sha256={_sha256(m['clip_aesthetic'])}",  # the pin follows the file
             f"stages.caption.model={m['vlm']}", f"stages.expand.model={m['llm']}",
             "stages.expand.clip_model=vidprep-tiny-vit", f"stages.expand.clip_model_config={m['clip_config']}",
             f"stages.expand.clip_pretrained={m['clip']}",
@@ -127,6 +133,7 @@ def test_default_config_runs_to_the_end_on_an_eight_gpu_node_using_all_eight(tin
 
 def _default_run_uses(tiny_models, corpus_dir, out, caption_actors: int = 1) -> float:
     """Run the default config on the Ray started by the test; the GPUs its actor pools were given."""
+    from pipeline.report.summary import run_summary
     from pipeline.run.runner import run
 
     config = load_config(DEFAULT, default_with_tiny_models(tiny_models) + ["run.wave_size=2"])
@@ -136,4 +143,14 @@ def _default_run_uses(tiny_models, corpus_dir, out, caption_actors: int = 1) -> 
     recorded = {p["stage"]: p for p in json.loads((out / "run.json").read_text())["plan"]}  # what a user reads
     assert (recorded["caption"]["gpus"], recorded["caption"]["actors"]) == (stages["caption"].gpus, caption_actors)
     assert recorded["caption"]["device"] == "cuda" and recorded["split"] == {**recorded["split"], "device": "cpu"}
+    # What the workers actually ran on: every actor of every model stage reported. GPUs were only declared
+    # to Ray, torch sees none: run.json says cpu (and float32, auto's CPU choice), it does not echo the plan.
+    used = json.loads((out / "run.json").read_text())["devices"]
+    workers = {}
+    for entry in used:
+        workers.setdefault(entry["stage"], set()).add(entry["workers"])
+    assert set(workers) == {"clip_score", "caption", "expand", "encode"}, used
+    assert workers["caption"] == {caption_actors}
+    assert {(e["device"], e["dtype"]) for e in used} == {("cpu", "float32")}, used
+    assert "device: caption" in run_summary(result)
     return sum(stages[n].gpus * stages[n].concurrency for n in ("clip_score", "caption", "expand", "encode"))

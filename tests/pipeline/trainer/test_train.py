@@ -81,6 +81,8 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one_latest(tmp_path
     ("data.text_drop_prob=1.5", "data.text_drop_prob: must be in [0, 1]"),
     ("train.stepz=3", "train.stepz: unknown key"),
     ("flow.objective=edm", "flow.objective: must be one of"),
+    ("model.packed_attention=flex", "model.packed_attention: must be one of"),
+    ("train.peak_tflops=0", "train.peak_tflops: must be > 0"),
 ])
 def test_config_errors_name_the_field(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
