@@ -44,6 +44,7 @@ def _open(out: str | Path) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
     if not (out / "_commits").is_dir() and not (out / "run.json").exists():
         raise FileNotFoundError(f"{out} is not a vidprep output (no _commits/ or run.json)")
     con = duckdb.connect(":memory:")
+    con.execute("SET parquet_metadata_cache = true")  # footers read once: at bind, not again at the scan
     waves, schemas = Manifest(out).load()
     files = live_files(waves)
     for name, schema in TABLES.items():
