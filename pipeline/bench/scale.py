@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -77,9 +76,10 @@ def table(rows: list[dict]) -> str:
             "first pass (all) | pass after +1 wave | refilter (all, dry run) | compact | query after compact |")
     lines = [head, "|" + "---|" * 12]
     for r in rows:
-        lines.append(f"| {r['output']} | {r['clips']:,} | {r['waves']:,} | {r['query_s']:.2f} s | {r['duckdb_s']:.2f} s "
-                     f"| {r['ratio']:.2f}× | {r['noop_s']:.3f} s | {r['first_pass_s']:.1f} s | {r['new_wave_s']:.2f} s "
-                     f"| {r['refilter_s']:.1f} s | {r['compact_s']:.1f} s | {r['query_compacted_s']:.2f} s |")
+        lines.append(f"| {r['output']} | {r['clips']:,} | {r['waves']:,} | {r['query_s']:.3f} s "
+                     f"| {r['duckdb_s']:.3f} s | {r['ratio']:.2f}× | {r['noop_s']:.3f} s | {r['first_pass_s']:.1f} s "
+                     f"| {r['new_wave_s']:.2f} s | {r['refilter_s']:.1f} s | {r['compact_s']:.1f} s "
+                     f"| {r['query_compacted_s']:.3f} s |")
     return "\n".join(lines)
 
 

@@ -21,7 +21,6 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.store.commit import CommitLog
 from pipeline.store.manifest import Manifest, live_files
 from pipeline.store.status import attach as attach_status
 from schemas.catalog import CLIPS, VIDEOS
