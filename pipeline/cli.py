@@ -1,5 +1,5 @@
-"""The `vidprep` command: run, query, refilter, search, report, demo-videos, demo-models, expand, bench, train,
-sample."""
+"""The `vidprep` command: run, query, refilter, compact, search, report, demo-videos, demo-models, expand, bench,
+train, sample."""
 from __future__ import annotations
 
 import argparse
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("bench", help="every per-stage benchmark against its baseline; JSON + docs/BENCHMARKS.md")
     b.add_argument("--quick", action="store_true", help="small inputs, few repeats: checks, not figures")
     b.add_argument("--only", nargs="+", metavar="NAME",
-                   help="split clip caption encode signals shots loader packing memory (default: all)")
+                   help="split clip caption encode signals shots loader packing memory scale (default: all)")
     b.add_argument("--json-dir", default="bench-results", help="one JSON per benchmark, plus index.json")
     b.add_argument("--no-markdown", dest="markdown", action="store_false",
                    help="leave docs/BENCHMARKS.md and docs/RELIABILITY.md alone")
@@ -125,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-dedup", action="store_true", help="turn near-duplicate rejection off")
     r.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
 
+    c = sub.add_parser("compact", help="rewrite many small catalog files into few large ones (one commit)")
+    c.add_argument("output")
+    c.add_argument("--target-rows", type=int, default=1_000_000, help="rows per written file (default 1,000,000)")
+
     h = sub.add_parser("report", help="write OUT/report.html: funnel, histograms, buckets, thumbnails (one file)")
     h.add_argument("output")
     h.add_argument("--to", help="write the page here instead of OUT/report.html")
@@ -146,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         with stdin_detached():  # vidprep never reads stdin; no child of it may wait on the terminal
             return {"run": _run, "plan": _plan, "export": _export, "query": _query, "demo-videos": _demo_videos,
                     "demo-models": _demo_models, "bench": _bench, "expand": _expand, "report": _report,
-                    "refilter": _refilter, "search": _search, "train": _train, "sample": _sample}[args.command](args)
+                    "refilter": _refilter, "compact": _compact, "search": _search, "train": _train,
+                    "sample": _sample}[args.command](args)
     except Exception as err:
         from pipeline.run.models import find_model_error
         from pipeline.store.writable import OutputUnwritable
@@ -368,6 +373,19 @@ def _refilter(args) -> int:
                                            else args.near_duplicate_distance)
     outcome = refilter(args.output, keep, distance, dry_run=args.dry_run)
     print(format_outcome(outcome) + ("\n  (dry run: nothing written)" if args.dry_run else ""))
+    return 0
+
+
+def _compact(args) -> int:
+    from pipeline.store.compact import compact
+
+    done = compact(args.output, target_rows=args.target_rows)
+    if done.wave_id is None:
+        print(f"compact {args.output}: nothing to do (no table has two small files)")
+        return 0
+    for table in done.written:
+        print(f"compact {args.output}: {table}: {done.replaced[table]} files → {done.written[table]} "
+              f"({done.rows[table]} rows), committed as {done.wave_id}")
     return 0
 
 

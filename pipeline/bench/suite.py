@@ -27,6 +27,7 @@ BENCHMARKS = {
     "loader": ("pipeline.bench.loader", "docs/BENCHMARKS.md"),
     "packing": ("pipeline.bench.packing", "docs/BENCHMARKS.md"),
     "memory": ("pipeline.bench.memory", "docs/RELIABILITY.md"),
+    "scale": ("pipeline.bench.scale", "docs/BENCHMARKS.md"),
 }
 
 

@@ -81,17 +81,24 @@ def brute_force(embeddings: np.ndarray, max_distance: float) -> np.ndarray:
     return duplicate_of
 
 
-def signatures(unit: np.ndarray, bands: int, bits: int, seed: int = 0, chunk: int = 65536) -> np.ndarray:
-    """(N, D) unit vectors → (N, bands) int64 keys: sign bits of `bands * bits` seeded random projections."""
+def signatures(unit: np.ndarray, bands: int, bits: int, seed: int = 0, chunk: int = 65536,
+               centre: np.ndarray | None = None) -> np.ndarray:
+    """(N, D) unit vectors → (N, bands) int64 keys: sign bits of `bands * bits` seeded random projections
+    around `centre` (1, D) (default: the set's mean; the incremental index freezes its own)."""
     rng = np.random.default_rng(seed)
     planes = rng.standard_normal((unit.shape[1], bands * bits)).astype(np.float32)  # (D, bands*bits)
-    centre = unit.mean(0, keepdims=True)  # (1, D)
+    centre = unit.mean(0, keepdims=True) if centre is None else centre  # (1, D)
     weights = (1 << np.arange(bits, dtype=np.int64))  # (bits,)
     keys = np.empty((len(unit), bands), dtype=np.int64)
     for start in range(0, len(unit), chunk):
         signs = ((unit[start:start + chunk] - centre) @ planes) > 0  # (n, bands*bits)
         keys[start:start + chunk] = signs.reshape(-1, bands, bits).astype(np.int64) @ weights  # (n, bands)
     return keys
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Stored (float16) embeddings → float32 unit rows, exactly as the passes here compare them."""
+    return _unit(x.astype(np.float32))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

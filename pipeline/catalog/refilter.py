@@ -3,11 +3,15 @@
     eligible   = clips the stream accepted, or rejected only by the filter (reason filter:… or filter_error:…)
     keep       = eligible clips passing every condition of the keep expression (NULL fails)
     duplicates = keep clips within the cosine distance of an earlier kept clip (pipeline/catalog/dedup.py),
-                 in (source_uri, start_frame, clip_id) order
+                 in (wave_id, source_uri, start_frame, clip_id) order: a later run's clips come after
+                 every clip already decided, so a run decides only its own clips, against the kept
+                 ones, through the index that lives with the output (pipeline/catalog/nearindex.py)
     status     = accepted for keep - duplicates; rejected filter:… / near_duplicate_of:<id>;
                  other rows keep the status and reason the stream wrote (too_short, errors, …)
 
 Nothing is recomputed: only the committed catalog is read (no model, no video).
+After a run only the waves not yet decided are read (none: nothing is opened);
+`vidprep refilter` decides every wave again, in batches of waves (bounded memory).
 The result is a function of the committed clips and the settings, so a crash
 and rerun, or a rerun on another machine, gives the same statuses. It is
 published as a new overlay version (pipeline/store/status.py) under the output lock.
@@ -19,6 +23,7 @@ clips are judged by it too), else the run config's filter stage.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +32,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.catalog.views import arrow, connect
+from pipeline.catalog.dedup import EXACT_BELOW
+from pipeline.catalog.nearindex import NearIndex
+from pipeline.catalog.views import arrow, connect, declared_scan
 from pipeline.store.commit import CommitLog, OutputLock
-from pipeline.catalog.dedup import near_duplicates
-from pipeline.store.status import StatusLog
+from pipeline.store.manifest import Manifest, live_files
+from pipeline.store.status import StatusLog, record_files
 from stages.sql.keep import ERROR_REASON, REASON, KeepExpression
 
 DUPLICATE = "near_duplicate_of"
+BATCH_CLIPS = 100_000  # clips decided at once: the pass's memory follows this, not the catalog
 UNCHANGED: Any = ...  # a refilter argument left at the output's current value
 
 
@@ -50,6 +58,7 @@ class Outcome:
     duplicates: int = 0
     unscored: int = 0  # kept clips without an embedding: not checked for duplicates
     skipped_downstream: int = 0  # accepted now, but filtered in the stream: later stages skipped them
+    incremental: bool = False  # only waves the previous overlay had not decided (totals are theirs)
 
 
 def current_settings(out: str | Path) -> dict[str, Any]:
@@ -67,7 +76,7 @@ def current_settings(out: str | Path) -> dict[str, Any]:
 
 
 def after_run(out: str | Path, config) -> Outcome | None:
-    """The end-of-run pass: near-duplicates (and a sticky refilter) over everything committed.
+    """The end-of-run pass: near-duplicates (and a sticky refilter) over the waves not yet decided.
 
     None when there is nothing to decide: no filter stage, or no clip committed yet (an empty input,
     or only sources that failed): without clips the catalog has none of the score columns the keep
@@ -84,7 +93,7 @@ def after_run(out: str | Path, config) -> Outcome | None:
                     "dedup_bands": stage.dedup_bands}
     else:
         return None
-    return refilter(out, **settings, made_by="run")
+    return refilter(out, **settings, made_by="run", incremental=True)
 
 
 def has_clips(out: str | Path) -> bool:
@@ -93,89 +102,187 @@ def has_clips(out: str | Path) -> bool:
 
 
 def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: Any = UNCHANGED,
-             dedup_bands: Any = UNCHANGED, *, dry_run: bool = False, made_by: str = "refilter") -> Outcome:
-    """Re-decide every clip's status from stored scores; publish an overlay unless `dry_run`."""
+             dedup_bands: Any = UNCHANGED, *, dry_run: bool = False, made_by: str = "refilter",
+             incremental: bool = False, batch_clips: int = BATCH_CLIPS, exact_below: int = EXACT_BELOW) -> Outcome:
+    """Re-decide clips' statuses from stored scores; publish an overlay unless `dry_run`.
+
+    `incremental`: decide only the waves the newest overlay has not decided, when it was made with the
+    same settings and every new wave comes after the decided ones; else every wave is decided again.
+    Waves are decided in order, in batches of about `batch_clips` clips: memory follows the batch."""
     now = current_settings(out)
     keep = now["keep"] if keep is UNCHANGED else keep
     distance = now["near_duplicate_distance"] if near_duplicate_distance is UNCHANGED else near_duplicate_distance
-    bands = now["dedup_bands"] if dedup_bands is UNCHANGED else dedup_bands
+    bands = int(now["dedup_bands"] if dedup_bands is UNCHANGED else dedup_bands)
     if distance is not None and not 0 <= distance < 2:
         raise ValueError(f"near_duplicate_distance: must be in [0, 2) (got {distance})")
     if not has_clips(out):
         raise ValueError(f"{out}: no clip committed yet (every source failed, or none was listed): "
                          "nothing to refilter")
-    outcome = Outcome(str(out), keep, distance, int(bands), made_by)
+    outcome = Outcome(str(out), keep, distance, bands, made_by)
     with OutputLock(out):
+        log = StatusLog(out)
+        waves, schemas = Manifest(out).load()
+        ordinary = pc.equal(pc.list_value_length(waves.column("replaces")), 0)
+        committed = waves.filter(ordinary)  # a compaction wave brings no new clip
+        ids = committed.column("wave_id").to_pylist()
+        clip_counts = [json.loads(c).get("clips", 0) for c in committed.column("counts").to_pylist()]
+        previous = log.latest() if incremental else None
+        if not _continues(previous, keep, distance, bands, ids):
+            previous = None
+        decided = set(previous["waves"]) if previous else set()
+        new = [(w, n) for w, n in zip(ids, clip_counts) if w not in decided]
+        if previous is not None and not new:
+            outcome.incremental = True
+            return outcome  # nothing new: no catalog file is opened
+        outcome.incremental = previous is not None
         con = connect(out)
         columns = arrow(con.sql("SELECT * FROM clips_written LIMIT 0")).schema
         try:
             expression = KeepExpression(keep, columns) if keep is not None else None
         except ValueError as err:
             raise ValueError(f"keep: {err}") from None
-        table = decide(con, expression, distance, int(bands), outcome)
-        con.register("_decided", table)
-        outcome.changes = con.execute("""
-            SELECT c.status, split_part(c.reason, ':', 1), d.status, split_part(d.reason, ':', 1), count(*)
-            FROM clips c JOIN _decided d USING (clip_id, source_uri)
-            WHERE c.status IS DISTINCT FROM d.status OR c.reason IS DISTINCT FROM d.reason
-            GROUP BY ALL ORDER BY 5 DESC, 1, 2, 3, 4""").fetchall()
-        outcome.totals = dict(con.execute("SELECT status, count(*) FROM _decided GROUP BY 1 ORDER BY 1").fetchall())
-        con.close()
-        if dry_run or (made_by != "refilter" and not outcome.changes):
-            return outcome
-        log = StatusLog(out)
+        version = log.next_version()
+        index = None
+        if distance is not None and "clip_embedding" in columns.names:
+            index = NearIndex.load(out, previous["index"], exact_below) if previous and previous.get("index") \
+                else NearIndex.new(out, bands, sum(n for _, n in new), exact_below)
+        clip_files = live_files(waves).filter(pc.equal(live_files(waves).column("table"), "clips"))
+        parts: list[str] = []
         log.recover()
-        waves = sorted(r["wave_id"] for r in CommitLog(out).records())
-        record = log.write(table, {"made_by": made_by, "keep": keep, "near_duplicate_distance": distance,
-                                   "dedup_bands": int(bands), "waves": waves, "duplicates": outcome.duplicates})
+        for batch in _batches(new, batch_clips):
+            part = decide(con, _batch_scan(out, con, clip_files, waves, schemas, batch), expression, distance,
+                          index, outcome, version, log)
+            if part:
+                parts.append(part)
+        index_before = list(previous["index"]["files"]) if previous and previous.get("index") else []
+        if index is not None:
+            index.flush(version)
+        written = parts + [f for f in (index.files if index else []) if f not in index_before]
+        if parts:
+            listing = "[" + ", ".join(_quote(str(Path(out) / p)) for p in parts) + "]"
+            outcome.changes = con.execute(f"""
+                SELECT c.status, split_part(c.reason, ':', 1), d.status, split_part(d.reason, ':', 1), count(*)
+                FROM clips c JOIN read_parquet({listing}) d USING (clip_id, source_uri)
+                WHERE c.status IS DISTINCT FROM d.status OR c.reason IS DISTINCT FROM d.reason
+                GROUP BY ALL ORDER BY 5 DESC, 1, 2, 3, 4""").fetchall()
+            outcome.totals = dict(con.execute(f"SELECT status, count(*) FROM read_parquet({listing}) "
+                                              "GROUP BY 1 ORDER BY 1").fetchall())
+        con.close()
+        keeps_index = index is not None and index.kept > 0
+        if dry_run or (made_by != "refilter" and not outcome.changes and not keeps_index):
+            for rel in written:  # unlisted: nothing refers to them
+                (Path(out) / rel).unlink(missing_ok=True)
+            return outcome
+        files = (record_files(previous) if previous else []) + parts
+        record = log.publish(version, files, {
+            "made_by": made_by, "keep": keep, "near_duplicate_distance": distance, "dedup_bands": bands,
+            "waves": sorted(decided | {w for w, _ in new}), "duplicates": outcome.duplicates,
+            "duplicates_total": (previous or {}).get("duplicates_total", 0) + outcome.duplicates,
+            "index": index.state() if index is not None else None})
         outcome.version = record["version"]
     return outcome
 
 
-def decide(con, expression: KeepExpression | None, distance: float | None, bands: int,
-           outcome: Outcome) -> pa.Table:
-    """clip_id, source_uri, status, reason for every committed clip (see the module docstring)."""
-    has_embedding = "clip_embedding" in arrow(con.sql("SELECT * FROM clips_written LIMIT 0")).column_names
+def _continues(previous: dict[str, Any] | None, keep, distance, bands: int, committed: list[str]) -> bool:
+    """May the pass go on from `previous`: same settings, every new wave after every decided one."""
+    if not previous or "waves" not in previous or "files" not in previous:
+        return False  # an overlay from before incremental passes: decide everything once
+    if (previous.get("keep"), previous.get("near_duplicate_distance"), previous.get("dedup_bands")) != \
+            (keep, distance, bands):
+        return False
+    decided = set(previous["waves"])
+    if not decided <= set(committed):
+        return False  # a wave was given up: its kept clips may be in the index
+    newer = [w for w in committed if w not in decided]
+    if decided and newer and min(newer) < max(decided):
+        return False  # a wave that sorts before decided ones (a clock moved back): decide everything again
+    index = previous.get("index")
+    if distance is not None and (index is None or NearIndex.load(".", index).too_full()):
+        return False
+    return True
+
+
+def _batches(waves: list[tuple[str, int]], batch_clips: int):
+    batch, size = [], 0
+    for wave_id, clips in waves:
+        batch.append(wave_id)
+        size += clips
+        if size >= batch_clips:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _batch_scan(out, con, clip_files: pa.Table, waves: pa.Table, schemas, batch: list[str]) -> str:
+    """A relation over the clips of the waves in `batch`: their own files, and any compacted file."""
+    compacted = set(waves.filter(pc.greater(pc.list_value_length(waves.column("replaces")), 0))
+                    .column("wave_id").to_pylist())
+    wanted = pa.array(sorted(set(batch) | compacted), pa.string())
+    files = clip_files.filter(pc.is_in(clip_files.column("wave_id"), value_set=wanted))
+    con.register("_batch_waves", pa.table({"wave_id": pa.array(batch, pa.string())}))
+    if not files.num_rows:
+        return "(SELECT * FROM clips_written LIMIT 0)"
+    return f"({declared_scan(Path(out), files, schemas)}) WHERE wave_id IN (SELECT wave_id FROM _batch_waves)"
+
+
+def decide(con, relation: str, expression: KeepExpression | None, distance: float | None,
+           index: NearIndex | None, outcome: Outcome, version: int, log: StatusLog) -> str | None:
+    """Decide the clips of `relation` (see the module docstring) inside DuckDB and write them as one overlay
+    file (returns its path; None: no clip). Python holds only the kept clips' embeddings, for the index."""
     conditions = f", {expression.select_list()}" if expression else ""
-    embedding = ", clip_embedding" if distance is not None and has_embedding else ""
-    rows = arrow(con.sql(f"""
-        SELECT clip_id, source_uri, status, reason,
-               status = 'accepted' OR starts_with(coalesce(reason, ''), '{REASON}:')
-                   OR starts_with(coalesce(reason, ''), '{ERROR_REASON}:') AS eligible {conditions}{embedding}
-        FROM clips_written ORDER BY source_uri, start_frame, clip_id"""))
-    ids = rows.column("clip_id").to_pylist()
-    status = rows.column("status").to_pylist()
-    reason = rows.column("reason").to_pylist()
-    eligible = rows.column("eligible").to_pylist()
-    was_filtered = [r is not None and r.startswith((f"{REASON}:", f"{ERROR_REASON}:")) for r in reason]
-    passes = [True] * len(ids)
-    if expression:
-        judged = [rows.column(f"k{i}").to_pylist() for i in range(len(expression.conditions))]
-        for row in range(len(ids)):
-            why = expression.reason([column[row] for column in judged]) if eligible[row] else None
-            passes[row] = why is None
-            if eligible[row] and why:
-                status[row], reason[row] = "rejected", why
-    kept = [row for row in range(len(ids)) if eligible[row] and passes[row]]
-    for row in kept:
-        status[row], reason[row] = "accepted", None
-    if embedding:
-        column = rows.column("clip_embedding")
-        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
-        scored = [row for row in kept if valid[row]]
-        outcome.unscored = len(kept) - len(scored)
-        if scored:
-            taken = column.take(pa.array(scored, pa.int64())).combine_chunks()
-            if len(set(pc.list_value_length(taken).to_pylist())) != 1:
+    why = expression.reason_sql() if expression else "NULL"
+    embedding = ", clip_embedding" if index is not None else ""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _judged AS
+        SELECT *, eligible AND why IS NULL AS kept FROM (
+            SELECT *, CASE WHEN eligible THEN {why} END AS why FROM (
+                SELECT clip_id, source_uri, wave_id, start_frame, status, reason,
+                       status = 'accepted' OR starts_with(coalesce(reason, ''), '{REASON}:')
+                           OR starts_with(coalesce(reason, ''), '{ERROR_REASON}:') AS eligible,
+                       starts_with(coalesce(reason, ''), '{REASON}:')
+                           OR starts_with(coalesce(reason, ''), '{ERROR_REASON}:') AS was_filtered
+                       {conditions}{embedding}
+                FROM (SELECT * FROM {relation})))""")
+    if not con.execute("SELECT count(*) FROM _judged").fetchall()[0][0]:
+        return None
+    con.execute("CREATE OR REPLACE TEMP TABLE _duplicates (clip_id VARCHAR, source_uri VARCHAR, of VARCHAR)")
+    if index is not None:
+        outcome.unscored += con.execute("SELECT count(*) FROM _judged WHERE kept AND clip_embedding IS NULL"
+                                        ).fetchall()[0][0]
+        kept = arrow(con.sql("""SELECT clip_id, source_uri, clip_embedding FROM _judged
+                                WHERE kept AND clip_embedding IS NOT NULL
+                                ORDER BY wave_id, source_uri, start_frame, clip_id"""))
+        if kept.num_rows:
+            vectors = kept.column("clip_embedding").combine_chunks()
+            if len(set(pc.list_value_length(vectors).unique().to_pylist())) != 1:
                 raise ValueError("clip_embedding has vectors of different lengths (runs with different models?)")
-            vectors = taken.flatten().to_numpy(zero_copy_only=False).reshape(len(scored), -1)  # (n, D)
-            for row, of in zip(scored, near_duplicates(vectors, distance, bands)):
-                if of >= 0:
-                    status[row], reason[row] = "rejected", f"{DUPLICATE}:{ids[scored[of]]}"
-                    outcome.duplicates += 1
-    outcome.skipped_downstream = sum(1 for row in kept if was_filtered[row] and status[row] == "accepted")
-    return pa.table({"clip_id": pa.array(ids, pa.string()), "source_uri": rows.column("source_uri"),
-                     "status": pa.array(status, pa.string()), "reason": pa.array(reason, pa.string())})
+            of = index.decide(kept.column("clip_id").to_pylist(), kept.column("source_uri").to_pylist(),
+                              vectors, distance, version)
+            found = pa.table({"clip_id": kept.column("clip_id"), "source_uri": kept.column("source_uri"),
+                              "of": pa.array(of, pa.string())}).filter(pc.is_valid(pa.array(of, pa.string())))
+            outcome.duplicates += found.num_rows
+            con.register("_found", found)
+            con.execute("INSERT INTO _duplicates SELECT * FROM _found")
+            con.unregister("_found")
+    outcome.skipped_downstream += con.execute("""
+        SELECT count(*) FROM _judged j ANTI JOIN _duplicates d USING (clip_id, source_uri)
+        WHERE j.kept AND j.was_filtered""").fetchall()[0][0]
+    tmp = log.temporary_part(version)
+    con.execute(f"""COPY (
+        SELECT j.clip_id, j.source_uri,
+               CASE WHEN d.of IS NOT NULL THEN 'rejected' WHEN j.kept THEN 'accepted'
+                    WHEN j.eligible THEN 'rejected' ELSE j.status END AS status,
+               CASE WHEN d.of IS NOT NULL THEN '{DUPLICATE}:' || d.of WHEN j.kept THEN NULL
+                    WHEN j.eligible THEN j.why ELSE j.reason END AS reason
+        FROM _judged j LEFT JOIN _duplicates d USING (clip_id, source_uri)
+        ORDER BY j.clip_id, j.source_uri) TO {_quote(str(tmp))} (FORMAT parquet, COMPRESSION zstd)""")
+    con.execute("DROP TABLE _judged; DROP TABLE _duplicates")
+    return log.adopt_part(tmp, version)
+
+
+def _quote(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
 
 
 def format_outcome(outcome: Outcome) -> str:
@@ -186,7 +293,8 @@ def format_outcome(outcome: Outcome) -> str:
     lines = [f"{outcome.made_by} {outcome.out} → {written}",
              f"  keep             {outcome.keep if outcome.keep is not None else '(every clip)'}",
              f"  near-duplicates  {dedup}: {outcome.duplicates} found",
-             "  clips            " + ", ".join(f"{k} {v}" for k, v in sorted(outcome.totals.items()))]
+             ("  new clips        " if outcome.incremental else "  clips            ")
+             + (", ".join(f"{k} {v}" for k, v in sorted(outcome.totals.items())) or "none")]
     changed = sum(c[-1] for c in outcome.changes)
     lines.append(f"  changed          {changed} clip{'s' if changed != 1 else ''}")
     for old, old_code, new, new_code, count in outcome.changes:

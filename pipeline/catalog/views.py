@@ -3,15 +3,25 @@
 Views read exactly the files that commit records list, so a crashed wave's
 leftovers are never visible. Each table's view has the table's schema even
 when no file exists yet.
+
+Opening costs one directory listing and the manifest (pipeline/store/manifest.py),
+not a read of every record: the files come from the manifest, and each view's
+columns are declared from the schemas the manifest records for its files (the
+union of the columns the stages wrote). Files of one schema are read by one
+`read_parquet` without `union_by_name`, so DuckDB reads no footer at bind time
+but the first; files of other schemas (another config) are added with
+`UNION ALL BY NAME`, which fills the columns they lack with NULL.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipeline.store.commit import CommitLog
+from pipeline.store.manifest import Manifest, live_files
 from pipeline.store.status import attach as attach_status
 from schemas.catalog import CLIPS, VIDEOS
 from schemas.shards import SHARD_INDEX, SHARD_STATS, SHARDS
@@ -24,23 +34,46 @@ READ_STATEMENTS = {"SELECT"}  # what `vidprep query` lets through (and EXPLAIN o
 def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with views `videos`, `clips`, `shards`, `shard_index`, `shard_stats`
     and `commits` over OUT."""
+    return _open(out)[0]
+
+
+def _open(out: str | Path) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
+    """connect(), and the data files its views read (absolute paths)."""
     out = Path(out)
     if not (out / "_commits").is_dir() and not (out / "run.json").exists():
         raise FileNotFoundError(f"{out} is not a vidprep output (no _commits/ or run.json)")
     con = duckdb.connect(":memory:")
-    log = CommitLog(out)
+    con.execute("SET parquet_metadata_cache = true")  # footers read once: at bind, not again at the scan
+    waves, schemas = Manifest(out).load()
+    files = live_files(waves)
     for name, schema in TABLES.items():
-        files = log.files(name)
-        if files:
-            listing = ", ".join(_quote(f) for f in files)
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listing}], union_by_name=true)")
+        mine = files.filter(pc.equal(files.column("table"), name))
+        if mine.num_rows:
+            con.execute(f"CREATE VIEW {name} AS {declared_scan(out, mine, schemas)}")
         else:
             con.register(f"_empty_{name}", schema.empty_table())
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
     attach_status(con, out)  # clips = clips_written + the newest status overlay (pipeline/store/status.py)
-    con.register("_commits", _commits_table(log))
+    con.register("_commits", _commits_table(waves))
     con.execute("CREATE VIEW commits AS SELECT * FROM _commits")
-    return con
+    root = str(out)  # plain string joins: pathlib costs ~20 µs a path, and there is one per committed file
+    return con, [f"{root}/{p}" for p in files.column("path").to_pylist()]
+
+
+def declared_scan(out: Path, files: pa.Table, schemas: dict[str, pa.Schema]) -> str:
+    """SELECT over `files`: one read_parquet per file schema, the widest first, the others by name."""
+    groups: dict[str | None, list[str]] = {}
+    root = str(out)
+    for path, key in zip(files.column("path").to_pylist(), files.column("schema_id").to_pylist()):
+        groups.setdefault(key if key in schemas else None, []).append(f"{root}/{path}")
+    order = sorted(groups, key=lambda k: (k is None, -len(schemas[k]) if k else 0, k or ""))
+    scans = []
+    for key in order:
+        listing = ", ".join(_quote(f) for f in groups[key])
+        # Files from records older than declared schemas: DuckDB unifies them by their footers.
+        unify = ", union_by_name=true" if key is None else ""
+        scans.append(f"SELECT * FROM read_parquet([{listing}]{unify})")
+    return "\nUNION ALL BY NAME\n".join(scans)
 
 
 def query(out: str | Path, sql: str) -> pa.Table:
@@ -51,9 +84,9 @@ def query(out: str | Path, sql: str) -> pa.Table:
     external access is turned off except for reading the exact files the views list (no folder, so
     nothing can be written anywhere), extensions can't be loaded, and the configuration is locked.
     """
-    con = connect(out)
+    con, files = _open(out)
     check_read_only(con, sql)
-    readable = sorted({*CommitLog(out).files(), *status_files(out)})
+    readable = sorted({*files, *status_files(out)})
     con.execute(f"SET allowed_paths = [{', '.join(_quote(p) for p in readable)}]")
     con.execute("SET autoinstall_known_extensions = false; SET autoload_known_extensions = false")
     con.execute("SET enable_external_access = false; SET lock_configuration = true")
@@ -104,11 +137,10 @@ def _explained(text: str) -> str | None:
 
 
 def status_files(out: str | Path) -> list[str]:
-    """The overlay file the `clip_status` view reads (pipeline/store/status.py), if any."""
-    from pipeline.store.status import StatusLog
+    """The overlay files the `clip_status` view reads (pipeline/store/status.py), if any."""
+    from pipeline.store.status import StatusLog, record_files
 
-    latest = StatusLog(out).latest()
-    return [str(Path(out) / latest["file"])] if latest else []
+    return [str(Path(out) / f) for f in record_files(StatusLog(out).latest())]
 
 
 def arrow(relation) -> pa.Table:
@@ -117,18 +149,17 @@ def arrow(relation) -> pa.Table:
     return fetch()
 
 
-def _commits_table(log: CommitLog) -> pa.Table:
-    rows = [{"wave_id": r["wave_id"], "run_id": r["run_id"],
-             "committed_at": r["committed_at"], "config_fingerprint": r["config_fingerprint"],
-             "schema_version": r["schema_version"], "videos": len(r["sources"]),
-             "clips": r["counts"].get("clips", 0), "files": len(r["files"])}
-            for r in log.records()]
-    schema = pa.schema([("wave_id", pa.string()), ("run_id", pa.string()), ("committed_at", pa.float64()),
-                        ("config_fingerprint", pa.string()), ("schema_version", pa.string()),
-                        ("videos", pa.int64()), ("clips", pa.int64()), ("files", pa.int64())])
-    table = pa.Table.from_pylist(rows, schema=schema)
-    return table.set_column(2, pa.field("committed_at", pa.timestamp("s")),
-                            pa.array([int(r["committed_at"]) for r in rows], pa.int64()).cast(pa.timestamp("s")))
+def _commits_table(waves: pa.Table) -> pa.Table:
+    """One row per committed wave, from the manifest (no record is read)."""
+    clips = [json.loads(c).get("clips", 0) for c in waves.column("counts").to_pylist()]
+    seconds = pc.cast(pc.floor(waves.column("committed_at")), pa.int64())
+    return pa.table({
+        "wave_id": waves.column("wave_id"), "run_id": waves.column("run_id"),
+        "committed_at": pc.cast(seconds, pa.timestamp("s")),
+        "config_fingerprint": waves.column("config_fingerprint"), "schema_version": waves.column("schema_version"),
+        "videos": pc.cast(pc.list_value_length(waves.column("sources")), pa.int64()),
+        "clips": pa.array(clips, pa.int64()),
+        "files": pc.cast(pc.list_value_length(waves.column("files")), pa.int64())})
 
 
 def _quote(path: str) -> str:

@@ -1,7 +1,8 @@
 """What the HTML report shows, as SQL over the catalog views (`pipeline.catalog.views.connect`).
 
 Everything is aggregated in DuckDB (counts, histogram bins) so the report of
-a catalog with millions of clips fetches only small tables. Columns are
+a catalog with millions of clips fetches only small tables; past SAMPLE_PAST
+clips the thumbnails and rejected examples come from a sample of the files. Columns are
 discovered from the `clips` view: a stage that adds a numeric column gets a
 histogram without any change here.
 """
@@ -13,12 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from schemas.catalog import CLIPS
 
 NUMERIC = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
            "UBIGINT", "FLOAT", "REAL", "DOUBLE"}
 CAPTIONS = ("caption_short", "caption_long", "caption_dense")  # text columns whose length is plotted
 MAX_BINS = 30
+SAMPLE_PAST = 200_000  # clips: past this, thumbnails and examples come from a sample of the catalog's files
+SAMPLE_ROWS = 50_000  # about this many clips in the sample
 
 
 @dataclass
@@ -135,21 +141,43 @@ def camera_motion(con) -> list[tuple[str, int, int, int]]:
                           FROM clips WHERE camera_motion IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1""").fetchall()
 
 
-def thumbnails(con, cols: dict[str, str], limit: int) -> list[dict[str, Any]]:
+def sample(con, out: Path, past: int | None = None, rows: int | None = None) -> tuple[str, int | None]:
+    """(view, clips sampled or None): `clips`, or past `past` clips a view `clips_sample` over every k-th
+    committed clips file (in wave order: a spread across runs), so the thumbnails and examples read a
+    bounded part of the catalog while every count and histogram still covers all of it."""
+    from pipeline.catalog.views import declared_scan
+    from pipeline.store.manifest import Manifest, live_files
+    from pipeline.store.status import overlaid
+
+    past, rows = past or SAMPLE_PAST, rows or SAMPLE_ROWS
+    total = con.execute("SELECT count(*) FROM clips_written").fetchall()[0][0]  # Parquet metadata only
+    if total <= past:
+        return "clips", None
+    waves, schemas = Manifest(out).load()
+    files = live_files(waves)
+    files = files.filter(pc.equal(files.column("table"), "clips"))
+    step = max(1, math.ceil(total / rows))
+    chosen = files.take(pa.array(range(0, files.num_rows, step), pa.int64()))
+    con.execute(f"CREATE OR REPLACE VIEW clips_sampled_written AS {declared_scan(out, chosen, schemas)}")
+    con.execute(f"CREATE OR REPLACE VIEW clips_sample AS {overlaid('clips_sampled_written')}")
+    return "clips_sample", con.execute("SELECT count(*) FROM clips_sampled_written").fetchall()[0][0]
+
+
+def thumbnails(con, cols: dict[str, str], limit: int, table: str = "clips") -> list[dict[str, Any]]:
     """Accepted clips with a thumbnail: a deterministic spread across sources (ordered by clip id)."""
     caption = "caption_short" if cols.get("caption_short") == "VARCHAR" else "NULL"
     return _dicts(con, f"""SELECT clip_id, source_uri, clip_index, start_s, duration_s, thumbnail,
-                                  {caption} AS caption FROM clips
+                                  {caption} AS caption FROM {table}
                            WHERE status = 'accepted' AND thumbnail IS NOT NULL ORDER BY clip_id LIMIT ?""", [limit])
 
 
-def examples(con, per_reason: int) -> list[dict[str, Any]]:
+def examples(con, per_reason: int, table: str = "clips") -> list[dict[str, Any]]:
     """Up to `per_reason` clips for each (status, reason code) that is not accepted, by clip id."""
-    return _dicts(con, """SELECT * FROM (
+    return _dicts(con, f"""SELECT * FROM (
         SELECT clip_id, source_uri, clip_index, start_s, duration_s, thumbnail, status, reason,
                coalesce(split_part(reason, ':', 1), '(none)') AS code,
                row_number() OVER (PARTITION BY status, code ORDER BY clip_id) AS k
-        FROM clips WHERE status <> 'accepted') WHERE k <= ? ORDER BY status, code, k""", [per_reason])
+        FROM {table} WHERE status <> 'accepted') WHERE k <= ? ORDER BY status, code, k""", [per_reason])
 
 
 def runs(out: Path) -> list[dict[str, Any]]:

@@ -61,8 +61,10 @@ def build_html(out: str | Path, con=None, thumbnails: int = 48, examples: int = 
     con = con or connect(out)
     cols = data.columns(con)
     runs = data.runs(out)
+    sampled, sampled_rows = data.sample(con, out)  # thumbnails and examples: a sample past a size
     body = [_funnel(con, out), _durations(con), _scores(con, cols), _captions(con, cols), _buckets(con, cols),
-            _thumbnails(con, cols, thumbnails), _rejected(con, examples), _timing(con, runs)]
+            _thumbnails(con, cols, thumbnails, sampled, sampled_rows), _rejected(con, examples, sampled),
+            _timing(con, runs)]
     configured = runs[-1].get("config", {}).get("stages", {}) if runs else {}
     stages = [name for name in STAGES if name in configured]  # plan order (run.json's keys are sorted)
     head = (f"<header><h1>vidprep dataset report</h1><p>{_e(str(out.resolve()))}</p>"
@@ -187,17 +189,19 @@ def _buckets(con, cols: dict[str, str]) -> str:
                                f"<div class=\"plots\">{_img(chart, 'buckets')}</div>")
 
 
-def _thumbnails(con, cols: dict[str, str], limit: int) -> str:
-    rows = data.thumbnails(con, cols, limit)
+def _thumbnails(con, cols: dict[str, str], limit: int, table: str = "clips", sampled: int | None = None) -> str:
+    rows = data.thumbnails(con, cols, limit, table)
     if not rows:
         return _section("thumbnails", "<p class=\"muted\">No accepted clip with a thumbnail.</p>")
     cards = "".join(_card(r, r["caption"] or f"{r['clip_id'][:8]} · {r['duration_s']:.1f} s") for r in rows)
-    return _section("thumbnails", f"<p class=\"muted\">{len(rows)} accepted clips (ordered by clip id: a spread "
-                                  f"across sources); caption_short where present.</p><div class=\"grid\">{cards}</div>")
+    where = f" of a sample of {sampled:,} clips (every k-th catalog file)" if sampled is not None else ""
+    return _section("thumbnails", f"<p class=\"muted\">{len(rows)} accepted clips{where} (ordered by clip id: a "
+                                  f"spread across sources); caption_short where present.</p>"
+                                  f"<div class=\"grid\">{cards}</div>")
 
 
-def _rejected(con, per_reason: int) -> str:
-    rows = data.examples(con, per_reason)
+def _rejected(con, per_reason: int, table: str = "clips") -> str:
+    rows = data.examples(con, per_reason, table)
     if not rows:
         return _section("rejected", "<p class=\"muted\">No clip was rejected.</p>")
     groups: dict[tuple[str, str], list] = {}

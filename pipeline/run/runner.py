@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import sys
@@ -23,6 +24,7 @@ from pipeline.store.commit import STAGING, CommitLog, OutputLock, WaveWriter, at
 from pipeline.config import Config
 from pipeline.run.executors import RayExecutor, SequentialExecutor
 from pipeline.store.faults import crash_point
+from pipeline.store.manifest import Manifest
 from pipeline.store.ownership import claim_output
 from pipeline.store.writable import probe as probe_writable, unwritable_as_error
 from pipeline.run.registry import committed_owners
@@ -208,7 +210,7 @@ def write_pending(path: Path, sources, committed: set[str], wave_size: int, run_
 
 def _check_fingerprint(commits: CommitLog, config: Config, allow: bool) -> None:
     """Refuse to mix catalogs made with different split/scoring settings in one output."""
-    previous = {r["config_fingerprint"] for r in commits.records()}
+    previous = set(Manifest(commits.out).load()[0].column("config_fingerprint").to_pylist())  # no record read
     current = config.fingerprint()
     if previous and previous != {current} and not allow:
         raise ConfigError(f"{commits.out} was written with other stage settings (fingerprint "
@@ -228,8 +230,8 @@ def versions() -> dict[str, str | None]:
 
 def _write_run_json(out: Path, config: Config, result: RunResult, started: float) -> None:
     totals: dict[str, int] = {}
-    for record in CommitLog(out).records():
-        for table, count in record["counts"].items():
+    for counts in Manifest(out).load()[0].column("counts").to_pylist():  # the records' counts, via the manifest
+        for table, count in json.loads(counts).items():
             totals[table] = totals.get(table, 0) + count
     info: dict[str, Any] = {
         "run_id": result.run_id, "started_at": started, "wall_s": round(result.wall_s, 3),

@@ -4,7 +4,8 @@ Workers write a wave's rows into `OUT/_staging/<wave_id>/` (WaveWriter, the
 last task of the plan) and report what they wrote; the driver publishes a wave
 once every one of its videos is complete: files are renamed into place, then
 `_commits/<wave_id>.json` is written atomically. The record is the truth:
-readers see only files a record lists, and a rerun removes what a dead run
+readers see only files a record lists (through the manifest that mirrors the
+records, pipeline/store/manifest.py), and a rerun removes what a dead run
 left (staging, and the files a wave's publish journal names that no record
 lists) and skips the sources that records already list. Nothing else is
 deleted, and only in a folder marked as vidprep's (pipeline/store/ownership.py).
@@ -27,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.store.faults import crash_point
+from pipeline.store.manifest import Manifest, encode_schema, live_files, schema_id
 from pipeline.store.ownership import is_own_data_file, require_claimed
 from schemas.catalog import CLIPS, SCHEMA_VERSION, VIDEOS, conform
 
@@ -166,12 +168,17 @@ class CommitLog:
                 yield read_record(path, RECORD_KEYS, "commit record", DAMAGED_COMMIT)
 
     def committed_sources(self) -> set[str]:
-        return {uri for record in self.records() for uri in record["sources"]}
+        waves, _ = Manifest(self.out).load()
+        return set(pc.list_flatten(waves.column("sources")).to_pylist()) if waves.num_rows else set()
 
     def files(self, table: str | None = None) -> list[str]:
-        """Committed data files (absolute paths), optionally of one table."""
-        return [str(self.out / f["path"]) for record in self.records() for f in record["files"]
-                if table is None or f["table"] == table]
+        """Committed data files readers see (absolute paths), optionally of one table; from the manifest,
+        which equals the records (pipeline/store/manifest.py), minus files a compaction replaced."""
+        files = live_files(Manifest(self.out).load()[0])
+        root = str(self.out)
+        return [f"{root}/{path}" for path, name in zip(files.column("path").to_pylist(),
+                                                            files.column("table").to_pylist())
+                if table is None or name == table]
 
     def recover(self) -> dict[str, int]:
         """Undo what a dead run left: files its publish journals name but no record lists, then staging.
@@ -180,9 +187,19 @@ class CommitLog:
         (pipeline/store/ownership.py): a file someone else put under catalog/ or shards/ stays.
         """
         require_claimed(self.out)
-        listed = {str(Path(p).relative_to(self.out)) for p in self.files()}  # a damaged record stops here
-        committed = {record["wave_id"] for record in self.records()}
-        removed = {"staging": 0, "orphans": 0}
+        # The records through the manifest: only records it lacks are parsed (a damaged one stops here).
+        waves, _ = Manifest(self.out).load()
+        listed = set(pc.struct_field(pc.list_flatten(waves.column("files")), "path").to_pylist()) \
+            if waves.num_rows else set()
+        committed = set(waves.column("wave_id").to_pylist())
+        replaced = set(pc.list_flatten(waves.column("replaces")).to_pylist()) if waves.num_rows else set()
+        removed = {"staging": 0, "orphans": 0, "replaced": 0}
+        # Files a compaction replaced stay until the next writer comes (readers that opened the catalog
+        # before the compaction may still be reading them); then they go.
+        for rel in sorted(replaced):
+            if is_own_data_file(self.out, rel) and (self.out / rel).is_file():
+                (self.out / rel).unlink()
+                removed["replaced"] += 1
         staging = self.out / STAGING
         for journal in sorted(staging.glob(f"*/{JOURNAL}")) if staging.is_dir() else ():
             if journal.parent.name in committed:
@@ -197,8 +214,10 @@ class CommitLog:
         return removed
 
     def commit(self, wave_id: str, run_id: str, sources: list[str], files: list[dict[str, Any]],
-               fingerprint: str) -> dict[str, Any]:
-        """Publish a staged wave: journal its files, rename them into place, then write its record atomically."""
+               fingerprint: str, replaces: list[str] | None = None) -> dict[str, Any]:
+        """Publish a staged wave: journal its files, rename them into place, then write its record atomically,
+        then add it to the manifest. `replaces`: committed files this wave's files take the place of
+        (`vidprep compact`); readers stop seeing them when the record is written."""
         published = [{**info, "path": published_path(info["path"], wave_id)}
                      for info in sorted(files, key=lambda f: f["path"])]
         # The journal names what is about to appear under catalog/ and shards/, so a crash before the
@@ -212,14 +231,22 @@ class CommitLog:
             _fsync_dir(folder)
         crash_point("published")
         counts: dict[str, int] = {}
+        schemas: dict[str, str] = {}
         for info in published:
             counts[info["table"]] = counts.get(info["table"], 0) + info["rows"]
+            # The file's schema, declared in the record: views are built from it, not from a footer scan.
+            schema = pq.read_schema(self.out / info["path"])
+            info["schema_id"] = schema_id(schema)
+            schemas.setdefault(info["schema_id"], encode_schema(schema))
         record = {"wave_id": wave_id, "run_id": run_id, "committed_at": time.time(),
                   "schema_version": SCHEMA_VERSION, "config_fingerprint": fingerprint,
-                  "sources": sorted(sources), "counts": counts, "files": published}
+                  "sources": sorted(sources), "counts": counts, "files": published, "schemas": schemas}
+        if replaces:  # the same rows again, rewritten: counted where they were first committed
+            record.update(replaces=sorted(replaces), counts={}, compacted=counts)
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.dir / f"{wave_id}.json", record)
         crash_point("committed")
+        Manifest(self.out).add(record)
         shutil.rmtree(self.out / STAGING / wave_id, ignore_errors=True)  # leftovers of retried tasks
         return record
 

@@ -4,7 +4,9 @@
 `<point>` (1-based). Unset, `crash_point` is a dictionary lookup and nothing
 else. Points: `manifest` (a writer batch arrived, nothing committed for it),
 `published` (a wave's files renamed into place, no record yet), `committed`
-(a wave's record written) — all in the driver — and `stage:<name>` (a stage's
+(a wave's record written), `listed` (its manifest segment written), `merged`
+(manifest segments merged into one, the old ones not yet deleted), `compacted`
+(a compaction's record written, nothing deleted yet) — all in the driver — and `stage:<name>` (a stage's
 worker is about to process a batch: a Ray task or actor dies). With
 `VIDPREP_CRASH_ONCE=<file>` the kill happens only if that file does not exist
 yet (it is created first), so a restarted worker is not killed again.

@@ -4,8 +4,15 @@ The stream writes each clip's status once, in its wave (exactly-once, by
 commit record). Decisions that need the whole catalog — near-duplicates, and
 `vidprep refilter` with a new expression — are written as an overlay:
 
-    OUT/status/v000003-<hash>.parquet   clip_id, source_uri, status, reason for every clip it covers
-    OUT/_status/v000003.json            its record: version, keep, dedup settings, counts, file
+    OUT/status/v000003-<hash>.parquet   clip_id, source_uri, status, reason for the clips it covers
+    OUT/_status/v000003.json            its record: version, keep, dedup settings, counts, files, the
+                                        waves decided, and the near-duplicate index (its files and settings)
+
+A version's overlay is the list of files in its record: an incremental pass
+(pipeline/catalog/refilter.py) lists the previous version's files plus one
+for the new waves' clips, so a run rewrites nothing it decided before; the
+near-duplicate index (pipeline/catalog/nearindex.py, `v…-k-…`/`v…-e-…` files)
+is listed in the same record, so statuses and index change together.
 
 The record is the truth, as for waves: the file is written and renamed first,
 the record last (atomically); readers use the newest record, and a file no
@@ -17,9 +24,9 @@ it has the clip (`clip_status`).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +37,8 @@ import pyarrow.parquet as pq
 from pipeline.store.commit import atomic_write_json
 
 FILES, RECORDS = "status", "_status"
-OWN_FILE = re.compile(r"\.?v\d{6}-[0-9a-f]{16}\.parquet(\.tmp\d+)?")  # what `write` names (and its tmp files)
+OWN_FILE = re.compile(r"\.?v\d{6}-([ke]-)?[0-9a-f]{16}\.parquet(\.tmp[0-9a-f]+)?|"
+                      r"\.v\d{6}-[ke]\.parquet\.tmp[0-9a-f]+")  # what vidprep names (and its tmp files)
 # Keyed by (clip_id, source_uri): byte-identical copies of a video share video_id and so clip ids.
 STATUS = pa.schema([pa.field("clip_id", pa.string(), nullable=False),
                     pa.field("source_uri", pa.string(), nullable=False),
@@ -47,18 +55,23 @@ class StatusLog:
 
         folder = self.out / RECORDS
         advice = "restore it from a backup, or move it out of _status/ to fall back to the previous version"
-        return [read_record(p, ("version", "file"), "status record", advice)
+        return [read_record(p, ("version",), "status record", advice)
                 for p in sorted(folder.glob("v*.json"))] if folder.is_dir() else []
 
     def latest(self) -> dict[str, Any] | None:
-        records = self.records()
-        return records[-1] if records else None
+        """The newest record; only it is read (versions accumulate, one per refilter or run)."""
+        from pipeline.store.commit import read_record
+
+        folder = self.out / RECORDS
+        newest = max(folder.glob("v*.json"), default=None) if folder.is_dir() else None
+        advice = "restore it from a backup, or move it out of _status/ to fall back to the previous version"
+        return read_record(newest, ("version",), "status record", advice) if newest else None
 
     def recover(self) -> int:
         """Delete overlay files no record lists (a writer that died between file and record).
 
         Only files named as `write` names them (and its temporary files): anything else stays."""
-        listed = {r["file"] for r in self.records()}
+        listed = {f for r in self.records() for f in record_files(r, with_index=True)}
         removed = 0
         for path in (self.out / FILES).glob("*") if (self.out / FILES).is_dir() else ():
             if OWN_FILE.fullmatch(path.name) and path.is_file() and not path.is_symlink() \
@@ -67,43 +80,85 @@ class StatusLog:
                 removed += 1
         return removed
 
-    def write(self, table: pa.Table, meta: dict[str, Any]) -> dict[str, Any]:
-        """Publish a new overlay version (call under the output lock); returns its record."""
+    def next_version(self) -> int:
         latest = self.latest()
-        version = (latest["version"] + 1) if latest else 1
+        return (latest["version"] + 1) if latest else 1
+
+    def write_part(self, table: pa.Table, version: int) -> str:
+        """Write one overlay file of `version` (named by its bytes); returns its path relative to OUT."""
+        from pipeline.store.commit import _file_hash
+
         table = table.select(STATUS.names).cast(STATUS).sort_by([("clip_id", "ascending"),
                                                                   ("source_uri", "ascending")])
-        digest = hashlib.blake2b("\n".join("\t".join(map(str, row)) for row in zip(
-            *(table.column(n).to_pylist() for n in STATUS.names))).encode(), digest_size=8).hexdigest()
-        rel = f"{FILES}/v{version:06d}-{digest}.parquet"
-        path = self.out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        folder = self.out / FILES
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".v{version:06d}-{secrets.token_hex(8)}.parquet.tmp{os.getpid():x}"
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-        counts = {s: c for s, c in zip(*_value_counts(table.column("status")))}
-        record = {"version": version, "created_at": time.time(), "file": rel, "rows": table.num_rows,
-                  "counts": counts, **meta}
+        rel = f"{FILES}/v{version:06d}-{_file_hash(tmp)[:16]}.parquet"
+        os.replace(tmp, self.out / rel)
+        return rel
+
+    def temporary_part(self, version: int) -> Path:
+        """Where a writer other than `write_part` (DuckDB's COPY) puts an overlay file before `adopt_part`."""
+        (self.out / FILES).mkdir(parents=True, exist_ok=True)
+        return self.out / FILES / f".v{version:06d}-{secrets.token_hex(8)}.parquet.tmp{os.getpid():x}"
+
+    def adopt_part(self, tmp: Path, version: int) -> str:
+        """Name a finished overlay file by its bytes, as `write_part` does; returns its path relative to OUT."""
+        from pipeline.store.commit import _file_hash
+
+        rel = f"{FILES}/v{version:06d}-{_file_hash(tmp)[:16]}.parquet"
+        os.replace(tmp, self.out / rel)
+        return rel
+
+    def publish(self, version: int, files: list[str], meta: dict[str, Any]) -> dict[str, Any]:
+        """Make `version` the newest: its record, written atomically, lists its files (call under the lock)."""
+        record = {"version": version, "created_at": time.time(), "files": files, **meta}
         (self.out / RECORDS).mkdir(exist_ok=True)
         atomic_write_json(self.out / RECORDS / f"v{version:06d}.json", record)
         return record
 
+    def write(self, table: pa.Table, meta: dict[str, Any]) -> dict[str, Any]:
+        """Publish a new overlay version of one file (call under the output lock); returns its record."""
+        version = self.next_version()
+        counts = {s: c for s, c in zip(*_value_counts(table.column("status")))}
+        return self.publish(version, [self.write_part(table, version)],
+                            {"rows": table.num_rows, "counts": counts, **meta})
+
+
+def record_files(record: dict[str, Any] | None, with_index: bool = False) -> list[str]:
+    """The overlay files a status record lists (older records name one `file`), and its index files."""
+    if not record:
+        return []
+    files = list(record.get("files") or ([record["file"]] if record.get("file") else []))
+    if with_index and record.get("index"):
+        files += record["index"]["files"]
+    return files
+
 
 def attach(con, out: str | Path) -> None:
     """Turn the `clips` view into clips-as-written plus the newest overlay (views clips_written, clip_status)."""
-    latest = StatusLog(out).latest()
+    files = record_files(StatusLog(out).latest())
     con.execute("ALTER VIEW clips RENAME TO clips_written")
-    if latest:
-        path = str(Path(out) / latest["file"]).replace("'", "''")
-        con.execute(f"CREATE VIEW clip_status AS SELECT * FROM read_parquet('{path}')")
+    if files:
+        listing = ", ".join("'" + str(Path(out) / f).replace("'", "''") + "'" for f in files)
+        # One row per key by construction; saying so (GROUP BY) lets DuckDB drop the join from queries that
+        # use no overlay column (a count(*) of clips then costs what a count of the files costs).
+        con.execute(f"""CREATE VIEW clip_status AS SELECT clip_id, source_uri, any_value(status) AS status,
+                            any_value(reason) AS reason FROM read_parquet([{listing}]) GROUP BY clip_id, source_uri""")
     else:
         con.register("_empty_clip_status", STATUS.empty_table())
         con.execute("CREATE VIEW clip_status AS SELECT * FROM _empty_clip_status")
-    con.execute("""CREATE VIEW clips AS SELECT w.* REPLACE (
-                       CASE WHEN s.clip_id IS NULL THEN w.status ELSE s.status END AS status,
-                       CASE WHEN s.clip_id IS NULL THEN w.reason ELSE s.reason END AS reason)
-                   FROM clips_written w LEFT JOIN clip_status s
-                        ON s.clip_id = w.clip_id AND s.source_uri = w.source_uri""")
+    con.execute(f"CREATE VIEW clips AS {overlaid('clips_written')}")
+
+
+def overlaid(relation: str) -> str:
+    """SELECT: the clips of `relation` (clips as written) with status and reason from `clip_status`."""
+    return f"""SELECT w.* REPLACE (
+                   CASE WHEN s.clip_id IS NULL THEN w.status ELSE s.status END AS status,
+                   CASE WHEN s.clip_id IS NULL THEN w.reason ELSE s.reason END AS reason)
+               FROM {relation} w LEFT JOIN clip_status s
+                    ON s.clip_id = w.clip_id AND s.source_uri = w.source_uri"""
 
 
 def _value_counts(column: pa.ChunkedArray):

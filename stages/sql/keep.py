@@ -97,6 +97,18 @@ class KeepExpression:
         return ", ".join(f"coalesce(TRY(CAST(coalesce(({c}), false) AS VARCHAR)), 'error') AS k{i}"
                          for i, c in enumerate(self.conditions))
 
+    def reason_sql(self) -> str:
+        """SQL over `select_list`'s columns k0, k1, …: the same text `reason` gives, computed in DuckDB."""
+        def listed(test: str) -> str:
+            return ", ".join(f"CASE WHEN k{i} {test} THEN '{c.replace(chr(39), chr(39) * 2)}' END"
+                             for i, c in enumerate(self.conditions))
+
+        raised = " OR ".join(f"k{i} = 'error'" for i in range(len(self.conditions)))
+        failed = " OR ".join(f"k{i} <> 'true'" for i in range(len(self.conditions)))
+        errors, failures = listed("= 'error'"), listed("<> 'true'")
+        return (f"CASE WHEN {raised} THEN '{ERROR_REASON}:' || concat_ws('; ', {errors}) "
+                f"WHEN {failed} THEN '{REASON}:' || concat_ws('; ', {failures}) END")
+
     def reason(self, passed: list[str | bool]) -> str | None:
         """`filter:<failed conditions>` for one clip's per-condition results (`select_list`'s values);
         `filter_error:<those conditions>` when some raised; None when it passed."""

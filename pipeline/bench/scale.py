@@ -1,0 +1,117 @@
+"""`vidprep bench --only scale`: catalog operations at scale, against DuckDB alone on the same files.
+
+Builds synthetic outputs in the exact on-disk format (pipeline/kit/catalog.py: commit records,
+manifest, catalog files, 32-wide float16 embeddings as the demo's model writes) at a few
+sizes — many clips in few waves, and many small waves — and times, side by side:
+
+    query        `vidprep query OUT "SELECT count(*) FROM clips"` (in process: open + query)
+    duckdb       the same count, DuckDB alone: read_parquet('OUT/catalog/clips/*.parquet')
+    noop         the end-of-run pass with nothing new (a rerun)
+    first pass   the end-of-run pass over everything (near-duplicates + keep), once
+    new wave     the end-of-run pass after one more wave is committed (incremental)
+    refilter     `vidprep refilter` with a new keep expression (dry run: every wave again)
+    compact      `vidprep compact`, then the query again
+
+Medians of interleaved rounds for query/duckdb/noop; single timings for the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from pipeline.bench import kit as benchkit
+
+SIZES = {"clips": [(10, 200, 5), (50, 400, 5), (100, 2000, 5)],  # (waves, videos per wave, clips per video)
+         "waves": [(1000, 16, 4), (3000, 16, 4)]}
+QUICK = {"clips": [(4, 100, 5)], "waves": [(50, 8, 4)]}
+
+
+def measure(out: Path, label: str, waves: int, videos: int, clips: int, rounds: int) -> dict:
+    from pipeline.catalog.refilter import refilter
+    from pipeline.catalog.views import query
+    from pipeline.kit.catalog import KEEP, write_output
+    from pipeline.store.compact import compact
+
+    started = time.perf_counter()
+    write_output(out, "20260101T000000-aaaaaa", waves, videos, clips, duplicates=0.05)
+    row = {"output": label, "clips": waves * videos * clips, "waves": waves,
+           "generate_s": round(time.perf_counter() - started, 1)}
+    glob = str(out / "catalog/clips/*.parquet")
+    sql = "SELECT count(*) FROM clips"
+    t = time.perf_counter()
+    refilter(out, KEEP, 0.05, 32, made_by="run", incremental=True)
+    row["first_pass_s"] = time.perf_counter() - t
+    times = benchkit.time_interleaved({
+        "query": lambda: query(out, sql),
+        "duckdb": lambda: duckdb.connect().sql(f"SELECT count(*) FROM read_parquet('{glob}')").fetchall(),
+        "noop": lambda: refilter(out, KEEP, 0.05, 32, made_by="run", incremental=True),
+    }, rounds)
+    row.update({f"{k}_s": v for k, v in benchkit.medians(times).items()})
+    write_output(out, "20260102T000000-bbbbbb", 1, videos, clips, seed=1, duplicates=0.05)
+    t = time.perf_counter()
+    refilter(out, KEEP, 0.05, 32, made_by="run", incremental=True)
+    row["new_wave_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    refilter(out, "clip_aesthetic >= 4", dry_run=True)
+    row["refilter_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    compact(out)
+    row["compact_s"] = time.perf_counter() - t
+    times = benchkit.time_interleaved({"query": lambda: query(out, sql), "duckdb": lambda: duckdb.connect().sql(
+        f"SELECT count(*) FROM read_parquet('{glob}')").fetchall()}, rounds)
+    after = benchkit.medians(times)
+    row["query_compacted_s"] = after["query"]
+    row["ratio"] = row["query_s"] / row["duckdb_s"]
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| output | clips | waves | `vidprep query` count | DuckDB alone | ratio | no-op rerun pass | "
+            "first pass (all) | pass after +1 wave | refilter (all, dry run) | compact | query after compact |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        lines.append(f"| {r['output']} | {r['clips']:,} | {r['waves']:,} | {r['query_s']:.3f} s "
+                     f"| {r['duckdb_s']:.3f} s | {r['ratio']:.2f}× | {r['noop_s']:.3f} s | {r['first_pass_s']:.1f} s "
+                     f"| {r['new_wave_s']:.2f} s | {r['refilter_s']:.1f} s | {r['compact_s']:.1f} s "
+                     f"| {r['query_compacted_s']:.3f} s |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vidprep bench --only scale")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json")
+    parser.add_argument("--markdown")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else SIZES
+    rows = []
+    for kind, shapes in sizes.items():
+        for waves, videos, clips in shapes:
+            folder = Path(tempfile.mkdtemp(prefix="vidprep-scale-"))
+            try:
+                label = f"{waves * videos * clips // 1000}k clips" if kind == "clips" else f"{waves:,} waves"
+                rows.append(measure(folder / "out", label, waves, videos, clips, args.rounds))
+                print(json.dumps(rows[-1]), flush=True)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+    text = table(rows)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "machine": benchkit.machine_info()}, indent=1) + "\n")
+    if args.markdown:
+        body = (f"{text}\n\nCommand: `vidprep bench --only scale{' --quick' if args.quick else ''}`. "
+                f"{benchkit.machine_line(benchkit.machine_info())}. Medians of {args.rounds} interleaved rounds "
+                "for the query, DuckDB and no-op columns; the others are single timings.\n")
+        benchkit.update_section(Path(args.markdown), "scale", "Catalog at scale", body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
