@@ -36,6 +36,7 @@ from pipeline.catalog.dedup import EXACT_BELOW
 from pipeline.catalog.nearindex import NearIndex
 from pipeline.catalog.views import arrow, connect, declared_scan
 from pipeline.store.commit import CommitLog, OutputLock
+from pipeline.store.compact import grouped
 from pipeline.store.manifest import Manifest, live_files
 from pipeline.store.status import StatusLog, record_files
 from stages.sql.keep import ERROR_REASON, REASON, KeepExpression
@@ -149,7 +150,7 @@ def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: An
         clip_files = live_files(waves).filter(pc.equal(live_files(waves).column("table"), "clips"))
         parts: list[str] = []
         log.recover()
-        for batch in _batches(new, batch_clips):
+        for batch in grouped([w for w, _ in new], [n for _, n in new], batch_clips):
             part = decide(con, _batch_scan(out, con, clip_files, waves, schemas, batch), expression, distance,
                           index, outcome, version, log)
             if part:
@@ -200,18 +201,6 @@ def _continues(previous: dict[str, Any] | None, keep, distance, bands: int, comm
     if distance is not None and (index is None or NearIndex.load(".", index).too_full()):
         return False
     return True
-
-
-def _batches(waves: list[tuple[str, int]], batch_clips: int):
-    batch, size = [], 0
-    for wave_id, clips in waves:
-        batch.append(wave_id)
-        size += clips
-        if size >= batch_clips:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
 
 
 def _batch_scan(out, con, clip_files: pa.Table, waves: pa.Table, schemas, batch: list[str]) -> str:

@@ -71,7 +71,7 @@ def compact(out: str | Path, target_rows: int = TARGET_ROWS, small_bytes: int = 
             schema = _union(mine.column("schema_id").to_pylist(), schemas, out, mine.column("path").to_pylist())
             paths, rows = mine.column("path").to_pylist(), mine.column("rows").to_pylist()
             # (groups of one file are left alone, so compacting a compacted catalog does nothing)
-            groups = [g for g in _groups(paths, rows, target_rows) if len(g) > 1]  # a lone file stays as it is
+            groups = [g for g in grouped(paths, rows, target_rows) if len(g) > 1]  # a lone file stays as it is
             for group in groups:
                 data = pa.concat_tables([_conform(pq.read_table(out / p), schema) for p in group]).sort_by(order)
                 staged.append(writer._write(wave_id, f"catalog/{table}", table, data, row_group_size=ROW_GROUP))
@@ -89,10 +89,11 @@ def compact(out: str | Path, target_rows: int = TARGET_ROWS, small_bytes: int = 
     return result
 
 
-def _groups(paths: list[str], rows: list[int], target: int):
+def grouped(items: list, sizes: list[int], target: int):
+    """Consecutive runs of `items` whose sizes add up to `target` or more (the last run may be smaller)."""
     group, size = [], 0
-    for path, count in zip(paths, rows):
-        group.append(path)
+    for item, count in zip(items, sizes):
+        group.append(item)
         size += count
         if size >= target:
             yield group
