@@ -144,14 +144,15 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    from pipeline.commands import catalog as on_output
     from pipeline.run.terminal import stdin_detached
 
     try:
         with stdin_detached():  # vidprep never reads stdin; no child of it may wait on the terminal
-            return {"run": _run, "plan": _plan, "export": _export, "query": _query, "demo-videos": _demo_videos,
-                    "demo-models": _demo_models, "bench": _bench, "expand": _expand, "report": _report,
-                    "refilter": _refilter, "compact": _compact, "search": _search, "train": _train,
-                    "sample": _sample}[args.command](args)
+            return {"run": _run, "plan": _plan, "export": _export, "query": on_output.query,
+                    "demo-videos": _demo_videos, "demo-models": _demo_models, "bench": _bench, "expand": _expand,
+                    "report": on_output.report, "refilter": on_output.refilter, "compact": on_output.compact,
+                    "search": on_output.search, "train": _train, "sample": _sample}[args.command](args)
     except Exception as err:
         from pipeline.run.models import find_model_error
         from pipeline.store.writable import OutputUnwritable
@@ -240,44 +241,6 @@ def _export(args) -> int:
     return 0
 
 
-def _query(args) -> int:
-    from pipeline.catalog.views import query
-    from pipeline.report.summary import format_table
-
-    table = query(args.output, args.sql)
-    if args.format == "table":
-        text = format_table(table)
-    elif args.format == "csv":
-        from pipeline.report.summary import csv_text
-
-        text = csv_text(table)
-    elif args.format == "json":
-        import json
-
-        text = json.dumps(table.to_pylist(), default=_json_default, indent=1)
-    else:
-        if not args.to:
-            raise ValueError("--format parquet needs --to FILE")
-        import pyarrow.parquet as pq
-
-        pq.write_table(table, args.to)
-        print(f"wrote {table.num_rows} rows to {args.to}", file=sys.stderr)
-        return 0
-    if args.to:
-        Path(args.to).write_text(text)
-    else:
-        print(text)
-    return 0
-
-
-def _json_default(value):
-    if isinstance(value, bytes):
-        import base64
-
-        return base64.b64encode(value).decode()
-    return str(value)
-
-
 def _demo_videos(args) -> int:
     from pipeline.kit.synth import write_demo_videos
 
@@ -358,69 +321,6 @@ def _sample(args) -> int:
     result = sample(args.prompt, args.checkpoint, args.out, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed,
                     bucket=args.bucket, fps=args.fps, upsample=args.upsample, ema=not args.no_ema, device=args.device)
     print(json.dumps(result, indent=1))
-    return 0
-
-
-def _refilter(args) -> int:
-    from pipeline.catalog.refilter import UNCHANGED, format_outcome, refilter
-
-    if args.keep is not None and args.keep_all:
-        raise ValueError("--keep and --keep-all exclude each other")
-    if args.near_duplicate_distance is not None and args.no_dedup:
-        raise ValueError("--near-duplicate-distance and --no-dedup exclude each other")
-    keep = None if args.keep_all else (UNCHANGED if args.keep is None else args.keep)
-    distance = None if args.no_dedup else (UNCHANGED if args.near_duplicate_distance is None
-                                           else args.near_duplicate_distance)
-    outcome = refilter(args.output, keep, distance, dry_run=args.dry_run)
-    print(format_outcome(outcome) + ("\n  (dry run: nothing written)" if args.dry_run else ""))
-    return 0
-
-
-def _compact(args) -> int:
-    from pipeline.store.compact import compact
-
-    done = compact(args.output, target_rows=args.target_rows)
-    if done.wave_id is None:
-        print(f"compact {args.output}: nothing to do (no table has two small files)")
-        return 0
-    for table in done.written:
-        print(f"compact {args.output}: {table}: {done.replaced[table]} files → {done.written[table]} "
-              f"({done.rows[table]} rows), committed as {done.wave_id}")
-    return 0
-
-
-def _search(args) -> int:
-    import json
-    import tempfile
-
-    import pyarrow as pa
-
-    from pipeline.report.summary import format_table
-    from pipeline.catalog.search import search, write_thumbnails
-
-    from pipeline.catalog.search import load_model_of
-    from pipeline.run.models import loading, model_fields
-
-    run_json = Path(args.output) / "run.json"
-    settings = json.loads(run_json.read_text())["config"]["stages"].get("clip_score") if run_json.exists() else None
-    with loading(model_fields("stages.clip_score", settings)):
-        clip = load_model_of(args.output)
-    table = search(args.output, args.text, args.k, include_rejected=args.all, clip=clip)
-    folder = args.thumbnails or tempfile.mkdtemp(prefix="vidprep-search-")
-    paths = write_thumbnails(table, folder)
-    shown = table.select(["rank", "clip_id", "score", "caption", "source_uri", "start_s"]
-                         + (["status"] if args.all else []))
-    print(format_table(shown.append_column("thumbnail", pa.array(paths, pa.string())), max_width=60))
-    return 0
-
-
-def _report(args) -> int:
-    from pipeline.report.html import write_report
-
-    if args.thumbnails < 0 or args.examples < 0:
-        raise ValueError("--thumbnails and --examples must be >= 0")
-    path = write_report(args.output, args.to, thumbnails=args.thumbnails, examples=args.examples)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
