@@ -191,6 +191,13 @@ class Encode(Stage):
         for bucket, (members, pixels) in pending.items():
             yield bucket, members, pixels
 
+    def _pixels(self, row: dict[str, Any], bucket: Bucket) -> np.ndarray:
+        """(T, H, W, 3) uint8 frames of one clip at the bucket's size, through the same read as a batch."""
+        status, reason = [None], [None]
+        for _, _, pixels in self.decoded_groups([row], {0: bucket}, status, reason):
+            return pixels[0]
+        raise RuntimeError(reason[0])
+
     def _encode_group(self, bucket: Bucket, members: list[int], clips: list[np.ndarray], out) -> None:
         import torch
 
