@@ -94,6 +94,7 @@ class Encode(Stage):
         require(self.text_max_tokens >= 1, "text_max_tokens", f"must be >= 1 (got {self.text_max_tokens})")
 
     def setup(self) -> None:
+        from stages.models.generate import visible
         from stages.models.loading import device_for, dtype_for
         from stages.models.text_encoder import TextEncoder
         from stages.models.vae import VideoVAE
@@ -115,6 +116,7 @@ class Encode(Stage):
                     text_dtype=self.text_dtype if self.text else None, target_fps=self.target_fps)
         self.meta_json = json.dumps(meta, sort_keys=True)
         self.input_wait_s = 0.0  # seconds the VAE waited for decoded frames, over this worker's life
+        visible(log)  # the per-group line (VAE time, wait on frames) reaches the driver from a Ray actor
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_inputs(batch)
