@@ -134,17 +134,20 @@ class Encode(Stage):
         groups = self.decoded_groups(rows, buckets, status, reason)
         if self.prefetch:
             groups = ahead(groups, depth=1)
-        while True:
-            waited = time.perf_counter()
-            group = next(groups, None)
-            waited = time.perf_counter() - waited
-            if group is None:
-                break
-            self.input_wait_s += waited
-            started = time.perf_counter()
-            self._encode_group(*group, out)
-            log.info("encode: %d clips at %s: VAE %.3f s, waited %.3f s on frames",
-                     len(group[1]), group[0].name, time.perf_counter() - started, waited)
+        try:
+            while True:
+                waited = time.perf_counter()
+                group = next(groups, None)
+                waited = time.perf_counter() - waited
+                if group is None:
+                    break
+                self.input_wait_s += waited
+                started = time.perf_counter()
+                self._encode_group(*group, out)
+                log.info("encode: %d clips at %s: VAE %.3f s, waited %.3f s on frames",
+                         len(group[1]), group[0].name, time.perf_counter() - started, waited)
+        finally:
+            groups.close()  # a VAE error: the prefetching thread stops instead of decoding on
         self._embed_captions(batch, out)
         result = batch.drop_columns([c for c in ("status", "reason") if c in batch.column_names])
         result = result.append_column("status", pa.array(status, pa.string()))
