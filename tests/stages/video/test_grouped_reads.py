@@ -16,8 +16,9 @@ def stamped(tmp_path_factory):
 
 def test_spans_of_one_source_are_one_open_and_one_pass_in_frame_order(stamped):
     stamped, times = stamped
-    # asked out of order, one span behind another's end, one 150 frames (6 s) ahead: seeked to by its time
-    wanted = {"far": [170, 175, 189], "first": [0, 3, 6], "next": [8, 9], "overlap": [5, 12]}
+    # asked out of order; "overlap" starts behind where "first" ended (decoded again from a seek), "later"
+    # continues the pass, "far" is 150 frames (6 s) ahead: seeked to by its time
+    wanted = {"far": [170, 175, 189], "first": [0, 3, 6], "later": [20, 26], "next": [8, 9], "overlap": [5, 12]}
     requests = [SpanRequest(k, v, 64, 36, (170, times[170]) if k == "far" else None) for k, v in wanted.items()]
     before = OPENS[stamped]
     got = {r.key: frames for r, frames in read_spans(stamped, None, requests, 1, None)}
