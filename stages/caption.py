@@ -3,9 +3,15 @@
 A transformers vision-language model, named by hub id or local folder, is
 loaded with AutoProcessor and AutoModelForImageTextToText (which picks the
 checkpoint's own class, e.g. Qwen3VLForConditionalGeneration). Each accepted
-clip's K sampled frames (split's `frames`) go in as one video, with their real
-frame indices and fps so models that print timestamps (Qwen3-VL) get them
-right, or as K images (`input_mode: images`). The prompt is a template over the
+clip's frames go in as one video, with their real frame indices and fps so
+models that print timestamps (Qwen3-VL) get them right, or as K images
+(`input_mode: images`). The frames are either split's K small samples
+(`frames_source: split`) or read by the stage itself (`frames_source: decode`):
+at most `max_frames`, at most `max_fps`, evenly spread over the clip, at
+`short_side` pixels on the short side, decoded from the source through the
+grouped reader (stages/video/decode.py: one open per source per batch, frame k
+is split's frame k). A clip whose source cannot be read then falls back to
+split's samples, with a warning in the log. The prompt is a template over the
 clip's facts, rendered with the model's chat template. Requests are sorted by
 input size, batched (left padding, KV cache, greedy), in bf16 on a GPU.
 
@@ -15,6 +21,7 @@ generation settings, so captions of two captioners are told apart in SQL.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,7 +32,11 @@ from stages.models.generate import (Throughput, Timer, generation_kwargs, length
                               split_new_tokens, stop_ids)
 from stages.models.loading import device_for, dtype_for, import_torchvision
 from stages.text.quality import check_template, prompt_hash, repetition, settings_json
+from stages.video.decode import SpanRequest, anchor_of, read_grouped
+from stages.video.source import decode_size
 from stages.base import Resources, Stage, require
+
+log = logging.getLogger(__name__)
 
 CATALOG = (
     pa.field("caption_dense", pa.string()),
@@ -60,6 +71,11 @@ class Caption(Stage):
     prompt: str = DEFAULT_PROMPT  # placeholders: {duration_s} {num_frames} {fps} {width} {height} {frames}
     system_prompt: str = ""  # empty: no system message
     input_mode: Literal["video", "images"] = "video"
+    frames_source: Literal["split", "decode"] = "split"  # decode: the stage reads its own frames (below)
+    max_frames: int = 8  # decode: frames per clip, at most
+    max_fps: float = 2.0  # decode: frames per second of clip, at most (a 2 s clip gets 4)
+    short_side: int = 448  # decode: short side in pixels (never upscaled)
+    decode_stall_s: float = 120.0  # decode: a span with no result for this long falls back to split's frames
     max_new_tokens: int = 256
     min_new_tokens: int = 0  # > 0 forces a fixed generation length (benchmarks only)
     gen_batch_size: int = 8  # clips per generate call (after sorting by input size)
@@ -81,6 +97,12 @@ class Caption(Stage):
         require(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens",
                 f"must be between 0 and max_new_tokens (got {self.min_new_tokens})")
         require(self.gen_batch_size >= 1, "gen_batch_size", f"must be >= 1 (got {self.gen_batch_size})")
+        require(self.frames_source in ("split", "decode"), "frames_source",
+                f"must be split or decode (got {self.frames_source!r})")
+        require(self.max_frames >= 1, "max_frames", f"must be >= 1 (got {self.max_frames})")
+        require(self.max_fps > 0, "max_fps", f"must be > 0 (got {self.max_fps})")
+        require(self.short_side >= 16, "short_side", f"must be >= 16 (got {self.short_side})")
+        require(self.decode_stall_s > 0, "decode_stall_s", f"must be > 0 (got {self.decode_stall_s})")
 
     def setup(self) -> None:
         import_torchvision()  # before transformers' model classes (stages/models/loading.py)
@@ -106,6 +128,8 @@ class Caption(Stage):
                 "max_new_tokens": self.max_new_tokens, "min_new_tokens": self.min_new_tokens,
                 "decoding": "greedy", "dtype": str(self._dtype).removeprefix("torch."),
                 "input_mode": self.input_mode, "model_class": type(self._model).__name__,
+                **({"frames": {"source": "decode", "max_frames": self.max_frames, "max_fps": self.max_fps,
+                               "short_side": self.short_side}} if self.frames_source == "decode" else {}),
                 "processor_kwargs": self.processor_kwargs}),
         }
 
@@ -128,8 +152,17 @@ class Caption(Stage):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_inputs(batch)
-        rows = [i for i in self.accepted(batch) if batch.column("frames")[i].is_valid]
-        clips = batch.select([c for c in self.inputs if c != "status"]).take(pa.array(rows, pa.int64())).to_pylist()
+        if self.frames_source == "split":
+            rows = [i for i in self.accepted(batch) if batch.column("frames")[i].is_valid]
+            clips = batch.select([c for c in self.inputs if c != "status"]).take(pa.array(rows, pa.int64())).to_pylist()
+        else:
+            missing = [c for c in ("video", "end_frame") if c not in batch.column_names]
+            if missing:
+                raise KeyError(f"caption with frames_source: decode needs columns {missing} (split's)")
+            rows = self.accepted(batch)
+            clips = self.decoded(batch.take(pa.array(rows, pa.int64())).to_pylist())
+            keep = [j for j, c in enumerate(clips) if c.get("pixels") is not None or c.get("frames") is not None]
+            rows, clips = [rows[j] for j in keep], [clips[j] for j in keep]
         out: dict[str, list] = {f.name: [None] * batch.num_rows for f in CATALOG}
         texts = [self.render(c) for c in clips]
         sizes = [(int(np.prod(c["frames_shape"])), len(t)) for c, t in zip(clips, texts)]  # ~ input tokens
@@ -144,6 +177,33 @@ class Caption(Stage):
         for f in CATALOG:
             batch = batch.append_column(f, pa.array(out[f.name], type=f.type))
         return batch
+
+    def frame_plan(self, clip: dict[str, Any]) -> tuple[list[int], int, int]:
+        """(frame indices, width, height) the stage decodes for a clip: at most `max_frames` and `max_fps`,
+        evenly spread (centres of equal parts), `short_side` on the short side, display orientation."""
+        start, end = int(clip["start_frame"]), int(clip["end_frame"])
+        duration = clip["duration_s"] or (end - start) / (clip["fps"] or 30.0)
+        count = max(1, min(self.max_frames, int(duration * self.max_fps), end - start))
+        indices = sorted({start + int((k + 0.5) * (end - start) / count) for k in range(count)})
+        width, height = decode_size(clip["width"], clip["height"], self.short_side)
+        return indices, width, height
+
+    def decoded(self, clips: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The clips with their own frames (`pixels`, `frames_shape`, `sample_frame_indices`), each source
+        read once; a clip that fails keeps split's samples (or none), with a warning in the log."""
+        requests = []
+        for j, clip in enumerate(clips):
+            indices, width, height = self.frame_plan(clip)
+            requests.append((clip["video"], SpanRequest(j, indices, width, height, anchor_of(clip))))
+        threads = max(1, int(self.resources.cpus))
+        for request, frames in read_grouped(requests, threads, self.decode_stall_s):
+            clip = clips[request.key]
+            if isinstance(frames, Exception):
+                log.warning("caption: clip %s: frames not decoded (%s: %s); using split's samples",
+                            clip.get("clip_id"), type(frames).__name__, frames)
+                continue
+            clip.update(pixels=frames, frames_shape=list(frames.shape), sample_frame_indices=request.indices)
+        return clips
 
     def model_inputs(self, clips: list[dict[str, Any]], texts: list[str]):
         """The processor's batch (left-padded ids, pixel values, grids) for clips and their rendered prompts."""
@@ -173,8 +233,11 @@ class Caption(Stage):
 
 
 def _frames(clip: dict[str, Any]) -> np.ndarray:
-    """The clip's sampled frames as (K, H, W, 3) uint8; a single frame is repeated (video models need 2)."""
-    frames = np.frombuffer(clip["frames"], dtype=np.uint8).reshape(clip["frames_shape"]).copy()  # writable for torch
+    """The clip's frames as (K, H, W, 3) uint8; a single frame is repeated (video models need 2)."""
+    if clip.get("pixels") is not None:  # frames_source: decode
+        frames = clip["pixels"]
+    else:  # split's samples; a copy: writable for torch
+        frames = np.frombuffer(clip["frames"], dtype=np.uint8).reshape(clip["frames_shape"]).copy()
     return np.concatenate([frames, frames]) if frames.shape[0] == 1 else frames
 
 

@@ -3,8 +3,12 @@
 Accepted clips only: each goes to its bucket (`_buckets`), FFmpeg decodes just
 the frames it needs at the bucket's resize size, seeking to the clip's first
 frame by the presentation time split recorded (`stages/video/decode.py`: frame
-k is split's frame k on every container), a diffusers VAE encodes
-same-bucket clips in batches, and the normalised posterior mean (log-variance
+k is split's frame k on every container). A batch's clips are read source by
+source, each source copied and opened once and its spans decoded in one pass;
+with `prefetch`, that decoding runs in a thread one group ahead, so the VAE
+encodes group i while group i+1 decodes (the time the VAE waited on frames is
+logged per group and summed in `input_wait_s`). A diffusers VAE encodes
+same-bucket clips in groups of `clips_per_batch`, and the normalised posterior mean (log-variance
 optional) leaves as raw C-order bytes plus a shape. caption_long/caption_short,
 when an earlier stage wrote them, are embedded by the configured text encoder.
 A clip shorter than every bucket is rejected (`too_short_for_bucket`); one
@@ -13,18 +17,21 @@ that fails to decode becomes status `error` (`encode_failed: …`).
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
 
 from stages.video.buckets import Bucket, assign, centre_crop, frame_indices, parse_ratio, resize_for
-from stages.video.decode import read_frames
-from stages.video.source import SourceError, local_copy
-from stages.video.watchdog import bounded
+from stages.video.decode import SpanRequest, ahead, anchor_of, read_grouped
+from stages.video.source import SourceError
 from stages.base import Stage, require
+
+log = logging.getLogger(__name__)
 
 SHAPE = pa.list_(pa.int32())
 OUTPUTS = pa.schema([
@@ -60,6 +67,7 @@ class Encode(Stage):
     target_fps: float = 8.0
     patch_size: int = 2  # the DiT's spatial patch: bucket sides are multiples of VAE stride × patch
     clips_per_batch: int = 4
+    prefetch: bool = True  # decode the next group in a thread while the VAE encodes this one
     decode_stall_s: float = 120.0  # a clip's decode with no result for this long: `encode_failed: decode_stalled`
     text_encoder: str | None = "google/t5-v1_1-xxl"  # None: no text embeddings
     text_kind: Literal["t5", "clip"] = "t5"
@@ -86,6 +94,7 @@ class Encode(Stage):
         require(self.text_max_tokens >= 1, "text_max_tokens", f"must be >= 1 (got {self.text_max_tokens})")
 
     def setup(self) -> None:
+        from stages.models.generate import visible
         from stages.models.loading import device_for, dtype_for
         from stages.models.text_encoder import TextEncoder
         from stages.models.vae import VideoVAE
@@ -106,6 +115,8 @@ class Encode(Stage):
                     text_subfolder=self.text_subfolder, text_revision=self.text_revision,
                     text_dtype=self.text_dtype if self.text else None, target_fps=self.target_fps)
         self.meta_json = json.dumps(meta, sort_keys=True)
+        self.input_wait_s = 0.0  # seconds the VAE waited for decoded frames, over this worker's life
+        visible(log)  # the per-group line (VAE time, wait on frames) reaches the driver from a Ray actor
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_inputs(batch)
@@ -113,16 +124,30 @@ class Encode(Stage):
         out: list[dict[str, Any]] = [{} for _ in rows]
         status = batch.column("status").to_pylist()
         reason = batch.column("reason").to_pylist() if "reason" in batch.column_names else [None] * len(rows)
-        by_bucket: dict[Bucket, list[int]] = defaultdict(list)
+        buckets: dict[int, Bucket] = {}
         for i in self.accepted(batch):
             bucket = self.bucket_of(rows[i])
             if bucket is None:
                 status[i], reason[i] = "rejected", "too_short_for_bucket"
             else:
-                by_bucket[bucket].append(i)
-        for bucket, members in by_bucket.items():
-            for start in range(0, len(members), self.clips_per_batch):
-                self._encode_group(bucket, members[start: start + self.clips_per_batch], rows, out, status, reason)
+                buckets[i] = bucket
+        groups = self.decoded_groups(rows, buckets, status, reason)
+        if self.prefetch:
+            groups = ahead(groups, depth=1)
+        try:
+            while True:
+                waited = time.perf_counter()
+                group = next(groups, None)
+                waited = time.perf_counter() - waited
+                if group is None:
+                    break
+                self.input_wait_s += waited
+                started = time.perf_counter()
+                self._encode_group(*group, out)
+                log.info("encode: %d clips at %s: VAE %.3f s, waited %.3f s on frames",
+                         len(group[1]), group[0].name, time.perf_counter() - started, waited)
+        finally:
+            groups.close()  # a VAE error: the prefetching thread stops instead of decoding on
         self._embed_captions(batch, out)
         result = batch.drop_columns([c for c in ("status", "reason") if c in batch.column_names])
         result = result.append_column("status", pa.array(status, pa.string()))
@@ -141,45 +166,56 @@ class Encode(Stage):
                       ratios=[parse_ratio(r) for r in self.aspect_ratios], frame_counts=self.frame_counts,
                       target_fps=self.target_fps, multiple=self.model.spatial_stride * self.patch_size)
 
-    def _encode_group(self, bucket: Bucket, members: list[int], rows, out, status, reason) -> None:
+    def decoded_groups(self, rows: list[dict[str, Any]], buckets: dict[int, Bucket], status: list, reason: list
+                       ) -> Iterator[tuple[Bucket, list[int], list[np.ndarray]]]:
+        """(bucket, row numbers, (T, H, W, 3) uint8 pixels) groups of at most `clips_per_batch` same-bucket
+        clips, each source read once; a clip that fails to decode becomes status `error` instead.
+
+        The groups depend only on the rows (sources in order of first appearance, spans in frame order),
+        so the prefetching and the plain path encode exactly the same groups.
+        """
+        requests = []
+        for i, bucket in buckets.items():
+            row = rows[i]
+            width, height = resize_for(row["width"], row["height"], bucket)  # display orientation, as decoded
+            indices = frame_indices(row["start_frame"], row["end_frame"], row["fps"], bucket.frames, self.target_fps)
+            requests.append((row["video"], SpanRequest(i, indices, width, height, anchor_of(row))))
+        pending: dict[Bucket, tuple[list[int], list[np.ndarray]]] = {}
+        threads = max(1, int(self.resources.cpus))
+        for request, frames in read_grouped(requests, threads, self.decode_stall_s):
+            i = request.key
+            if isinstance(frames, Exception):
+                status[i], reason[i] = "error", f"encode_failed: {_failure(frames)}"
+                continue
+            bucket = buckets[i]
+            members, pixels = pending.setdefault(bucket, ([], []))
+            members.append(i)
+            pixels.append(np.ascontiguousarray(centre_crop(frames, bucket)))
+            if len(members) == self.clips_per_batch:
+                yield bucket, *pending.pop(bucket)
+        for bucket, (members, pixels) in pending.items():
+            yield bucket, members, pixels
+
+    def _pixels(self, row: dict[str, Any], bucket: Bucket) -> np.ndarray:
+        """(T, H, W, 3) uint8 frames of one clip at the bucket's size, through the same read as a batch."""
+        status, reason = [None], [None]
+        for _, _, pixels in self.decoded_groups([row], {0: bucket}, status, reason):
+            return pixels[0]
+        raise RuntimeError(reason[0])
+
+    def _encode_group(self, bucket: Bucket, members: list[int], clips: list[np.ndarray], out) -> None:
         import torch
 
         from stages.models.vae import tensor_bytes
 
-        clips, ok = [], []
-        for i in members:
-            try:
-                clips.append(self._pixels(rows[i], bucket))
-                ok.append(i)
-            except SourceError as err:  # already coded: not_a_file, decode_stalled, ...
-                status[i], reason[i] = "error", f"encode_failed: {err}"
-            except Exception as err:  # noqa: BLE001 - one unreadable clip must not cost the batch
-                status[i], reason[i] = "error", f"encode_failed: {type(err).__name__}: {err}"
-        if not ok:
-            return
         pixels = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
         mean, logvar = self.model.encode(pixels)  # (B, C, T', H', W')
-        for j, i in enumerate(ok):
+        for j, i in enumerate(members):
             out[i] = {"bucket": bucket.name, "latent": tensor_bytes(mean[j], self.latent_dtype),
                       "latent_shape": list(mean.shape[1:]), "latent_dtype": self.latent_dtype,
                       "latent_logvar": tensor_bytes(logvar[j], self.latent_dtype) if self.store_logvar else None,
                       "enc_fps": self.target_fps, "enc_num_frames": bucket.frames, "enc_height": bucket.height,
                       "enc_width": bucket.width, "latent_meta": self.meta_json}
-
-    def _pixels(self, row: dict[str, Any], bucket: Bucket) -> np.ndarray:
-        """(T, H, W, 3) uint8 frames of the clip at the bucket's size, displayed orientation."""
-        video = row["video"]
-        width, height = resize_for(row["width"], row["height"], bucket)  # display orientation, as decoded
-        indices = frame_indices(row["start_frame"], row["end_frame"], row["fps"], bucket.frames, self.target_fps)
-        with local_copy(video["source_uri"]) as path:
-            threads = max(1, int(self.resources.cpus))
-            # Seek by the clip's start time, unless split had to repair the times: after a reset, the same
-            # raw time appears twice in the file, and only counting from the start is unambiguous.
-            repaired = "timestamps_repaired" in (video.get("warning") or "")
-            anchor = (row["start_frame"], row["start_s"]) if row.get("start_s") is not None and not repaired else None
-            frames = bounded(lambda: read_frames(path, indices, width, height, threads, video["stream_index"], anchor),
-                             self.decode_stall_s, f"frames {indices[0]}-{indices[-1]}")
-        return np.ascontiguousarray(centre_crop(frames, bucket))
 
     def _embed_captions(self, batch: pa.Table, out: list[dict[str, Any]]) -> None:
         if self.text is None:
@@ -199,3 +235,8 @@ class Encode(Stage):
                 out[i][f"{name}_shape"] = list(emb.shape)
                 out[i]["text_dtype"] = self.text_dtype
 
+
+
+def _failure(err: Exception) -> str:
+    """A decode failure as the catalog's reason tail: SourceErrors are already coded (not_a_file, ...)."""
+    return str(err) if isinstance(err, SourceError) else f"{type(err).__name__}: {err}"

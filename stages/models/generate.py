@@ -81,6 +81,16 @@ def split_new_tokens(new_tokens, stop: Sequence[int], max_new_tokens: int) -> li
     return results
 
 
+def visible(logger: logging.Logger) -> None:
+    """Make `logger`'s INFO lines reach the driver from a Ray worker, where nothing set logging up."""
+    if not logging.getLogger().handlers and not logger.handlers:
+        handler = logging.StreamHandler()  # stderr, which Ray forwards to the driver
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # a library that calls basicConfig later must not print each line twice
+
+
 @dataclass
 class Throughput:
     """New tokens and seconds spent in `generate`, summed over calls."""
@@ -92,12 +102,7 @@ class Throughput:
     calls: list[tuple[int, int, float]] = field(default_factory=list)  # (rows, tokens, seconds) per stage call
 
     def __post_init__(self):
-        if not logging.getLogger().handlers and not log.handlers:  # a Ray worker: nothing set logging up
-            handler = logging.StreamHandler()  # stderr, which Ray forwards to the driver
-            handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-            log.addHandler(handler)
-            log.setLevel(logging.INFO)
-            log.propagate = False  # a library that calls basicConfig later must not print each line twice
+        visible(log)
 
     def add(self, rows: int, tokens: int, seconds: float) -> None:
         self.rows, self.tokens, self.seconds = self.rows + rows, self.tokens + tokens, self.seconds + seconds

@@ -12,6 +12,7 @@ import itertools
 import queue
 import re
 import threading
+from collections import Counter
 from typing import Iterator
 
 import numpy as np
@@ -102,6 +103,11 @@ class DecordFrames:
             return None
 
 
+# Containers opened through PyAVFrames, by path, in this process: the tests' way to check that a
+# source with many clips is opened once per batch (tests/stages/test_encode_reads.py).
+OPENS: Counter = Counter()
+
+
 class PyAVFrames:
     """The same interface over FFmpeg (PyAV): slower, but decodes what decord refuses to open.
 
@@ -115,6 +121,7 @@ class PyAVFrames:
     def __init__(self, path: str, width: int, height: int, threads: int, stream_index: int | None = None):
         import av
 
+        OPENS[path] += 1
         self.container = av.open(path)
         self.stream = (self.container.streams.video[0] if stream_index is None
                        else self.container.streams[stream_index])
@@ -132,6 +139,9 @@ class PyAVFrames:
         from av.video.reformatter import VideoReformatter
 
         self.sample_scaler, self.detect_scaler = VideoReformatter(), VideoReformatter()
+        self._frames: Iterator | None = None  # the pass `span` continues, and the index of its next frame
+        self._next: int | None = None
+        self._started = False
 
     def for_detection(self, detect_width: int, sample_every: int, skip_loop_filter: bool = False) -> "PyAVFrames":
         """Make `chunks` yield, per frame, (BGR at `detect_width`, RGB at the requested size or None):
@@ -167,29 +177,63 @@ class PyAVFrames:
         return rotate(image, rotation)
 
     def at(self, indices: list[int], anchor: tuple[int, float] | None = None) -> np.ndarray:
-        """(len(indices), H, W, 3) frames at these presentation-order indices; raises the decode error,
-        or IndexError past the end.
-
-        `anchor` = (frame index, its presentation time, as split recorded it): the decode then starts
-        at the keyframe before that time and counts from the frame showing exactly that time. When the
-        seek lands past it, or no frame has that time (repaired timestamps), the decode starts from the
-        beginning of the file and counts from there: slower, never wrong.
-        """
+        """(len(indices), H, W, 3) frames at these presentation-order indices, then closes the file; raises
+        the decode error, or IndexError past the end. One span of `span`."""
         try:
-            if anchor is not None and min(indices) >= anchor[0]:
-                found = self._seek_and_take(indices, *anchor)
-                if found is not None:
-                    return found
-                self.container.seek(0, stream=self.stream)
-            return self._take(self.container.decode(self.stream), indices, 0)
+            return self.span(indices, anchor)
         finally:
             self.container.close()
+
+    # A span starting this many seconds or more after where the last one ended is reached by seeking
+    # (to the keyframe before it) rather than by decoding every frame in between: past a GOP or two.
+    SEEK_AHEAD_S = 3.0
+
+    def span(self, indices: list[int], anchor: tuple[int, float] | None = None,
+             size: tuple[int, int] | None = None) -> np.ndarray:
+        """(len(indices), H, W, 3) frames at these presentation-order indices, at `size` (default: the
+        opening size), leaving the file open for the next span; raises the decode error, or IndexError
+        past the end.
+
+        Spans asked in presentation order are one pass over the file: a span that starts at or a little
+        after where the previous one ended continues that decode; a far one, or one behind it, starts
+        again from a seek. `anchor` = (frame index, its presentation time, as split recorded it): the
+        decode then starts at the keyframe before that time and counts from the frame showing exactly
+        that time. When the seek lands past it, or no frame has that time (repaired timestamps), the
+        decode starts from the beginning of the file and counts from there: slower, never wrong.
+        """
+        if size is not None:
+            self.size = size
+        first = min(indices)
+        ahead = first - self._next if self._next is not None else -1
+        near = 0 <= ahead and (anchor is None or ahead < self.SEEK_AHEAD_S * (self.fps or 30.0))
+        try:
+            if not near:
+                self._frames = self._next = None
+                if anchor is not None and first >= anchor[0]:
+                    self._frames = self._seek(anchor[1])
+                    self._next = anchor[0] if self._frames is not None else None
+                if self._frames is None:
+                    if self._started:  # a fresh file needs no seek (and raw streams may refuse one)
+                        self.container.seek(0, stream=self.stream)
+                    self._frames, self._next = iter(self.container.decode(self.stream)), 0
+            self._started = True
+            found = self._take(self._frames, indices, self._next)
+            self._next = max(indices) + 1  # `_take` stops right after the last wanted frame
+            return found
+        except Exception:
+            self._frames = self._next = None
+            raise
+
+    def close(self) -> None:
+        self.container.close()
 
     # Seconds before the anchor to seek to, in turn: FFmpeg seeks MP4/MKV by their index to the keyframe
     # at or before the time, but MPEG-TS/PS by a timestamp search that can land just after it.
     SEEK_MARGINS_S = (0.0, 2.0, 8.0)
 
-    def _seek_and_take(self, indices: list[int], first: int, time: float) -> np.ndarray | None:
+    def _seek(self, time: float) -> Iterator | None:
+        """Frames from the one showing `time` on, or None when no seek finds it."""
+        self._started = True
         tolerance = 0.25 / (self.fps or 30.0)
         base = self.stream.time_base
         for margin in self.SEEK_MARGINS_S:
@@ -201,7 +245,7 @@ class PyAVFrames:
                 if frame.time > time + tolerance:
                     break  # landed past the anchor: seek further back
                 if abs(frame.time - time) <= tolerance:
-                    return self._take(itertools.chain([frame], frames), indices, first)
+                    return itertools.chain([frame], frames)
         return None
 
     def _take(self, frames, indices: list[int], first: int) -> np.ndarray:

@@ -95,11 +95,11 @@ def split_table(*paths: str, **settings):
 
 @pytest.mark.timeout(120)
 def test_a_stalled_clip_decode_in_encode_becomes_an_error(good, tiny_vae, monkeypatch):
-    import stages.encode
+    from stages.video.frames import PyAVFrames
 
     clips = split_table(good / "good.mp4")
     release = threading.Event()
-    monkeypatch.setattr(stages.encode, "read_frames", lambda *args: release.wait())
+    monkeypatch.setattr(PyAVFrames, "span", lambda *args: release.wait())
     try:
         rows = encoder(tiny_vae, decode_stall_s=0.5)(clips).to_pylist()
     finally:

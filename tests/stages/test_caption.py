@@ -143,3 +143,36 @@ def test_single_frame_clip_is_captioned(tiny_vlm, clips):
     one = dict(row, frames=frames.tobytes(), frames_shape=list(frames.shape), sample_frame_indices=[row["start_frame"]])
     out = make(tiny_vlm, max_new_tokens=4)(pa.Table.from_pylist([one], schema=clips.schema))
     assert out.column("caption_dense_tokens").to_pylist() == [4]
+
+
+def test_decoded_frames_have_the_configured_count_and_size_one_open_per_source(tiny_vlm, clips):
+    from stages.video.decode import OPENS
+
+    stage = make(tiny_vlm, max_new_tokens=4, frames_source="decode", max_frames=3, max_fps=2.0, short_side=64)
+    rows = [r for r in clips.to_pylist() if r["status"] == "accepted"]
+    sources = {r["video"]["source_uri"] for r in rows}
+    before = {s: OPENS[s] for s in sources}
+    decoded = stage.decoded([dict(r) for r in rows])
+    assert {s: OPENS[s] - before[s] for s in sources} == {s: 1 for s in sources}  # several clips each
+    for clip in decoded:
+        count = min(3, int(clip["duration_s"] * 2.0))
+        short = min(clip["width"], clip["height"])
+        assert clip["pixels"].shape[0] == count == len(clip["sample_frame_indices"])
+        assert min(clip["pixels"].shape[1:3]) == 64 < short
+        assert clip["start_frame"] <= min(clip["sample_frame_indices"]) <= max(clip["sample_frame_indices"]) < clip["end_frame"]
+    out = stage(clips)
+    captions = out.column("caption_dense").to_pylist()
+    assert [c is not None for c in captions] == [s == "accepted" for s in clips.column("status").to_pylist()]
+    settings = [json.loads(s) for s in out.column("caption_settings").to_pylist() if s]
+    assert settings[0]["frames"] == {"source": "decode", "max_frames": 3, "max_fps": 2.0, "short_side": 64}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stages.caption.short_side=8", r"^stages\.caption\.short_side: must be >= 16"),
+    ("stages.caption.max_frames=0", r"^stages\.caption\.max_frames: must be >= 1"),
+    ("stages.caption.max_fps=0", r"^stages\.caption\.max_fps: must be > 0"),
+    ("stages.caption.frames_source=thumbnails", r"^stages\.caption\.frames_source: must be"),
+])
+def test_frame_settings_are_checked_at_start_naming_the_field(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])

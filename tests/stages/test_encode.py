@@ -97,3 +97,52 @@ def test_too_short_for_every_bucket_is_rejected_with_reason(tiny, clips):
 def test_frame_counts_must_fit_the_causal_vae(tiny):
     with pytest.raises(ValueError, match="^frame_counts"):
         encoder(tiny, "vae_wan", frame_counts=[16])
+
+
+# --- issue 15: one read per source per batch, prefetching that changes nothing but timing ---
+
+@pytest.fixture(scope="module")
+def stamped_source(tmp_path_factory):
+    from pipeline.kit.synth import write_stamped_video
+
+    path, _, _ = write_stamped_video(tmp_path_factory.mktemp("reads"), "h264_mp4_open_gop", [30, 130, 30])
+    return str(path)
+
+
+def reads_encoder(vae_path: str, **settings):
+    stage = Encode(vae=vae_path, vae_kind="auto", vae_subfolder=None, text_encoder=None, resolutions=[32],
+                   frame_counts=[4], clips_per_batch=2, **settings)
+    stage.setup()
+    return stage
+
+
+def test_encode_opens_a_source_once_and_prefetching_gives_the_same_latents(stamped_source, tiny):
+    from stages.video.buckets import centre_crop, frame_indices, resize_for
+    from stages.video.decode import OPENS, ahead, anchor_of, read_frames
+
+    clips = Split(min_clip_s=0.5, max_clip_s=2.0)(Probe()(pa.table({"source_uri": [stamped_source]})))
+    accepted = [c for c in clips.to_pylist() if c["status"] == "accepted"]
+    assert len(accepted) >= 4  # several clips of one source, in more than one VAE group
+    results, frames = {}, {}
+    for prefetch in (False, True):
+        stage = reads_encoder(tiny["vae_kl"], prefetch=prefetch)
+        before = OPENS[stamped_source]
+        rows = stage(clips).to_pylist()
+        assert OPENS[stamped_source] - before == 1
+        assert [r["status"] for r in rows] == [c["status"] for c in clips.to_pylist()]
+        results[prefetch] = [(r["latent"], r["latent_shape"]) for r in rows if r["status"] == "accepted"]
+        buckets = {i: stage.bucket_of(r) for i, r in enumerate(clips.to_pylist()) if r["status"] == "accepted"}
+        groups = stage.decoded_groups(clips.to_pylist(), buckets, [None] * len(clips), [None] * len(clips))
+        frames[prefetch] = {i: p for _, members, pixels in (ahead(groups, 1) if prefetch else groups)
+                            for i, p in zip(members, pixels)}
+    assert results[True] == results[False] and all(latent for latent, _ in results[True])
+    assert frames[True].keys() == frames[False].keys() == buckets.keys()
+    rows = clips.to_pylist()
+    for i, pixels in frames[True].items():
+        assert np.array_equal(pixels, frames[False][i])
+        # the one-pass read gives the pixels an independent read of the clip gives
+        bucket = buckets[i]
+        width, height = resize_for(rows[i]["width"], rows[i]["height"], bucket)
+        indices = frame_indices(rows[i]["start_frame"], rows[i]["end_frame"], rows[i]["fps"], bucket.frames, 8.0)
+        alone = read_frames(stamped_source, indices, width, height, 1, rows[i]["video"]["stream_index"], anchor_of(rows[i]))
+        assert np.array_equal(pixels, centre_crop(alone, bucket))
