@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.store.commit import STAGING, CommitLog, OutputLock, WaveWriter, atomic_write_json
+from pipeline.store.compact import compact_if_many
 from pipeline.config import Config
 from pipeline.run.executors import RayExecutor, SequentialExecutor
 from pipeline.store.faults import crash_point
@@ -56,6 +57,7 @@ class RunResult:
     recovered: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
     decisions: Any = None  # the end-of-run status pass (near-duplicates), pipeline.catalog.refilter.Outcome
+    compaction: Any = None  # pipeline.store.compact.Compaction when run.compact_above_files was passed
     plan: list[dict[str, Any]] = field(default_factory=list)  # each stage as scheduled (run.json's "plan")
     devices: list[dict[str, Any]] = field(default_factory=list)  # what model stages ran on (run.json's "devices")
     source: str = ""  # the input as given (absolute for a local path)
@@ -129,6 +131,10 @@ def _run(config: Config, source: str, out: Path, result: RunResult, started: flo
     from pipeline.catalog.refilter import after_run
 
     result.decisions = after_run(out, config)  # near-duplicates need every committed clip: after the commits
+    result.compaction = compact_if_many(out, config.run.compact_above_files)
+    if result.compaction:
+        log.info("compacted %s catalog files into %s (%s)", sum(result.compaction.replaced.values()),
+                 sum(result.compaction.written.values()), result.compaction.wave_id)
     return result
 
 
