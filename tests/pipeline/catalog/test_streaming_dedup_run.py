@@ -1,5 +1,6 @@
 """`vidprep run` appended to an output: copies of the first run's kept clips skip caption in the second,
-and the statuses are those of the end-of-run pass alone — in two batchings, and after a kill and resume."""
+and the statuses are those of the end-of-run pass alone, in another batching and after a kill and resume
+(the Ray plan's order: tests/pipeline/catalog/test_clip_catalog.py)."""
 import os
 import shutil
 import subprocess
@@ -39,12 +40,6 @@ def setup(demo_material, tmp_path_factory):
     return config, videos, first
 
 
-def second_run(setup, out, *settings):
-    config, videos, first = setup
-    shutil.copytree(first, out)
-    return run(load_config(config, SETTINGS + list(settings)), str(videos), out, progress=False)
-
-
 def statuses(out):
     return connect(out).execute("""SELECT regexp_extract(source_uri, '[^/]+$'), clip_index, status, reason
                                    FROM clips ORDER BY 1, 2""").fetchall()
@@ -59,16 +54,31 @@ def streamed(out):
 
 @pytest.fixture(scope="module")
 def alone(setup, tmp_path_factory):
+    config, videos, first = setup
     out = tmp_path_factory.mktemp("alone") / "out"
-    second_run(setup, out, "stages.filter.near_duplicate_streaming=false")
+    shutil.copytree(first, out)
+    run(load_config(config, SETTINGS + ["stages.filter.near_duplicate_streaming=false"]), str(videos), out,
+        progress=False)
     return out
 
 
-def test_copies_of_kept_clips_skip_caption_and_the_statuses_are_the_end_passes(setup, alone, tmp_path):
+def test_copies_of_kept_clips_skip_caption_and_statuses_are_the_end_passes_after_a_kill(setup, alone, tmp_path):
+    """Run 2 in another batching than `alone`'s, killed after its first commit, then resumed."""
+    config, videos, first = setup
     out = tmp_path / "out"
-    second_run(setup, out)
-    assert statuses(out) == statuses(alone)
-    a = dict(connect(out).execute("SELECT clip_index, clip_id FROM clips WHERE source_uri LIKE '%/a.mp4'").fetchall())
+    shutil.copytree(first, out)
+    other = SETTINGS + ["run.videos_per_task=2", "stages.caption.resources.batch_size=1"]
+    env = {**os.environ, "VIDPREP_CRASH_AT": "committed:1", "PYTHONUNBUFFERED": "1"}
+    killed = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "-c", str(config), "-i", str(videos),
+                             "-o", str(out), "--no-progress", *[a for s in other for a in ("--set", s)]],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    committed = connect(out).execute("SELECT count(DISTINCT wave_id) FROM clips_written").fetchall()[0][0]
+    assert committed == 3  # run 1's two waves and one of run 2's: its end-of-run pass never ran
+    run(load_config(config, other), str(videos), out, progress=False)
+
+    assert statuses(out) == statuses(alone)  # the end-of-run pass, the arbiter, decides as without streaming
+    a = {i: _clip(out, "a.mp4", i) for i in (0, 1)}
     assert streamed(out) == [(v, i, f"near_duplicate_of:{a[i]}", None)  # rejected before caption: no caption
                              for v in ("b_mpeg4.mp4", "d_resized.mp4") for i in (0, 1)]
     assert streamed(alone) == []
@@ -77,26 +87,6 @@ def test_copies_of_kept_clips_skip_caption_and_the_statuses_are_the_end_passes(s
     on, off = model_work(out)["caption"], model_work(alone)["caption"]
     assert (off["wasted"], on["wasted"]) == (5, 1)  # b's and d's copies no longer captioned; c's still
     assert off["rows"] - on["rows"] == 4
-
-
-def test_another_batching_and_a_kill_then_resume_decide_the_same(setup, alone, tmp_path):
-    config, videos, first = setup
-    out = tmp_path / "out"
-    shutil.copytree(first, out)
-    env = {**os.environ, "VIDPREP_CRASH_AT": "committed:1", "PYTHONUNBUFFERED": "1"}
-    args = [a for s in SETTINGS + ["run.videos_per_task=2", "stages.caption.resources.batch_size=1"]
-            for a in ("--set", s)]
-    killed = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "-c", str(config), "-i", str(videos),
-                             "-o", str(out), "--no-progress", *args], capture_output=True, text=True, env=env,
-                            timeout=300)
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    committed = connect(out).execute("SELECT count(DISTINCT wave_id) FROM clips_written").fetchall()[0][0]
-    assert committed == 3  # run 1's two waves and one of run 2's: the end-of-run pass never ran
-    run(load_config(config, SETTINGS + ["run.videos_per_task=2", "stages.caption.resources.batch_size=1"]),
-        str(videos), out, progress=False)
-    assert statuses(out) == statuses(alone)
-    assert [row[:3] for row in streamed(out)] == [
-        (v, i, f"near_duplicate_of:{_clip(out, 'a.mp4', i)}") for v in ("b_mpeg4.mp4", "d_resized.mp4") for i in (0, 1)]
 
 
 def _clip(out, video, index):
