@@ -13,6 +13,7 @@ expand and encode worked on them) and on (copies of run 1's kept clips rejected 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     config = prepare(work, plan)
     result = {"date": time.strftime("%Y-%m-%d"), "plan": plan, "repeats": repeats, "distance": DISTANCE,
               "machine": benchkit.machine_info(("transformers",)), "command": _command(args, repeats),
-              "load": [benchkit.os.getloadavg()[0]]}
+              "load": [os.getloadavg()[0]]}
     modes = {"off": "false", "on": "true"}
     runs: dict[str, list[dict]] = {mode: [] for mode in modes}
     for round_ in range(repeats):
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         result[mode] = {"work": done[0]["work"], "wall_s": [r["wall_s"] for r in done],
                         "streamed": done[0]["streamed"]}
     result["clips"] = len(runs["on"][0]["statuses"])
-    result["load"].append(benchkit.os.getloadavg()[0])
+    result["load"].append(os.getloadavg()[0])
     text = markdown(result)
     benchkit.publish(result, text, args.json, args.markdown, "dedup", "Near-duplicates before the model stages",
                      DESCRIPTION)

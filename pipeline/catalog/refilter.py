@@ -128,7 +128,8 @@ def streaming_snapshot(out: str | Path, config, first_wave: str) -> tuple[Commit
         return None, ("off: the end-of-run pass will decide every wave again (other settings, a wave given up, "
                       "a clock moved back, or an index due for a rebuild)")
     snapshot = CommittedKept(str(out), int(latest["version"]), float(distance), dict(latest["index"]))
-    return snapshot, f"against {snapshot.kept} kept clips of {len(latest['waves'])} decided waves (status v{snapshot.version})"
+    return snapshot, (f"against {snapshot.kept} kept clips of {len(latest['waves'])} decided waves "
+                      f"(status v{snapshot.version})")
 
 
 def has_clips(out: str | Path) -> bool:

@@ -33,7 +33,8 @@ def two_runs(out, streaming, exact_below, batch=None):
                  pool=np.concatenate(first.vectors), stream=stream)
     refilter(out, KEEP, DISTANCE, 8, made_by="run", incremental=True, exact_below=exact_below)
     con = connect(out)
-    final = {c: (status, reason) for c, status, reason in con.sql("SELECT clip_id, status, reason FROM clips").fetchall()}
+    rows = con.sql("SELECT clip_id, status, reason FROM clips").fetchall()
+    final = {clip: (status, reason) for clip, status, reason in rows}
     streamed = dict(con.sql("""SELECT clip_id, reason FROM clips_written
                                WHERE starts_with(reason, 'near_duplicate_of:')""").fetchall())
     return final, streamed, snapshot
