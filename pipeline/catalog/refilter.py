@@ -61,6 +61,7 @@ class Outcome:
     duplicates: int = 0
     unscored: int = 0  # kept clips without an embedding: not checked for duplicates
     skipped_downstream: int = 0  # accepted now, but filtered in the stream: later stages skipped them
+    streamed: int = 0  # of the clips decided, those the stream had already rejected as near-duplicates
     incremental: bool = False  # only waves the previous overlay had not decided (totals are theirs)
 
 
@@ -289,6 +290,8 @@ def decide(con, relation: str, expression: KeepExpression | None, distance: floa
             con.register("_found", found)
             con.execute("INSERT INTO _duplicates SELECT * FROM _found")
             con.unregister("_found")
+    outcome.streamed += con.execute(f"""SELECT count(*) FROM _judged
+                                         WHERE starts_with(coalesce(reason, ''), '{DUPLICATE}:')""").fetchall()[0][0]
     outcome.skipped_downstream += con.execute("""
         SELECT count(*) FROM _judged j ANTI JOIN _duplicates d USING (clip_id, source_uri)
         WHERE j.kept AND j.was_filtered""").fetchall()[0][0]
@@ -316,7 +319,8 @@ def format_outcome(outcome: Outcome) -> str:
     written = f"status v{outcome.version}" if outcome.version else "nothing written"
     lines = [f"{outcome.made_by} {outcome.out} → {written}",
              f"  keep             {outcome.keep if outcome.keep is not None else '(every clip)'}",
-             f"  near-duplicates  {dedup}: {outcome.duplicates} found",
+             f"  near-duplicates  {dedup}: {outcome.duplicates} found"
+             + (f" ({outcome.streamed} already in the stream, before the model stages)" if outcome.streamed else ""),
              ("  new clips        " if outcome.incremental else "  clips            ")
              + (", ".join(f"{k} {v}" for k, v in sorted(outcome.totals.items())) or "none")]
     changed = sum(c[-1] for c in outcome.changes)

@@ -195,10 +195,11 @@ def test_the_ray_plan_gives_the_same_catalog(demo_yaml, models, videos, out, tmp
         for names in (first, later):
             for name in names:
                 shutil.copy(videos / name, tmp_path / "in" / name)
-            code, _ = vidprep(*run_args(demo_yaml, models, tmp_path / "in", tmp_path / "ray", runner="ray"))
+            code, printed = vidprep(*run_args(demo_yaml, models, tmp_path / "in", tmp_path / "ray", runner="ray"))
             assert code == 0
     finally:
         ray.shutdown()
+    assert "(32 LSH bands): 4 found (4 already in the stream, before the model stages)" in printed  # run 2's
     streamed = connect(tmp_path / "ray").execute("""SELECT regexp_extract(source_uri, '[^/]+$'), reason
                                                     FROM clips_written WHERE status = 'rejected'""").fetchall()
     assert sorted(v for v, reason in streamed if reason.startswith("near_duplicate_of:")) == \

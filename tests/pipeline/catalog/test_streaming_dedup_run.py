@@ -75,7 +75,8 @@ def test_copies_of_kept_clips_skip_caption_and_statuses_are_the_end_passes_after
     assert killed.returncode == -9, killed.stderr[-2000:]
     committed = connect(out).execute("SELECT count(DISTINCT wave_id) FROM clips_written").fetchall()[0][0]
     assert committed == 3  # run 1's two waves and one of run 2's: its end-of-run pass never ran
-    run(load_config(config, other), str(videos), out, progress=False)
+    resumed = run(load_config(config, other), str(videos), out, progress=False)
+    assert (resumed.decisions.duplicates, resumed.decisions.streamed) == (5, 4)  # run 2's; b's and d's early
 
     assert statuses(out) == statuses(alone)  # the end-of-run pass, the arbiter, decides as without streaming
     a = {i: _clip(out, "a.mp4", i) for i in (0, 1)}
