@@ -1,8 +1,10 @@
 """Near-duplicates of earlier runs' kept clips are rejected in the stream, as the end-of-run pass rejects them."""
+import pickle
 from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
+from pipeline.catalog import nearindex
 from pipeline.catalog.refilter import refilter, streaming_snapshot
 from pipeline.catalog.views import connect
 from pipeline.kit.catalog import KEEP, write_output
@@ -53,8 +55,9 @@ def test_the_stream_rejects_only_what_the_end_pass_rejects_and_the_result_is_the
     assert len(of_run1) >= 8 and streamed == of_run1  # every planted copy of run 1's kept clips, in the stream
 
 
-def test_a_snapshot_decides_each_clip_alone(tmp_path):
-    """Order and batch make no difference: a clip's decision depends on the clip and the snapshot only."""
+def test_a_snapshot_decides_each_clip_alone(tmp_path, monkeypatch):
+    """Order and batch make no difference: a clip's decision depends on the clip and the snapshot only
+    (and on neither of the two ways a worker finds the candidates: band tables in memory, or in DuckDB)."""
     first = write_output(tmp_path, RUNS[0], waves=1, videos_per_wave=40, clips_per_video=3, seed=0)
     refilter(tmp_path, KEEP, DISTANCE, 8, made_by="run", incremental=True)
     snapshot, why = streaming_snapshot(tmp_path, config(), f"{RUNS[1]}-000000")
@@ -70,6 +73,8 @@ def test_a_snapshot_decides_each_clip_alone(tmp_path):
         for row, of in zip(rows, snapshot.duplicates_of(queries[rows])):
             shuffled[row] = of
     assert shuffled == together
+    monkeypatch.setattr(nearindex, "KEY_CACHE_ROWS", 0)  # a large index: band tables joined in DuckDB
+    assert pickle.loads(pickle.dumps(snapshot)).duplicates_of(queries) == together
     kept = set(connect(tmp_path).sql("SELECT clip_id FROM clips WHERE status = 'accepted'").fetchnumpy()["clip_id"])
     assert all(of in kept for of in together if of is not None)
     assert sum(of is not None for of in together[:len(copies)]) > 0.8 * len(kept)  # copies of kept clips found
