@@ -80,7 +80,8 @@ class Config:
 
 
 # Stage settings that change how a run is scheduled or guarded, never what it writes: outside the fingerprint.
-NOT_CONTENT = ("resources", "decode_stall_s")
+# (near_duplicate_streaming: the end-of-run pass gives the same statuses with it on or off.)
+NOT_CONTENT = ("resources", "decode_stall_s", "near_duplicate_streaming")
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:

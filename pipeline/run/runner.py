@@ -149,6 +149,7 @@ def _execute(config: Config, source: str, pending: Path, result: RunResult, wave
     tracker = WaveTracker(wave_sizes)
     counts = Progress(listed=result.processed)
     plan = config.plan()
+    _stream_near_duplicates(config, plan, result)
     clips_schema = extend(CLIPS, [f for stage in plan for f in stage.catalog_fields])
     try:
         # gpus: auto → shares; a plan Ray could never schedule stops here, not in a hang
@@ -183,6 +184,20 @@ def _execute(config: Config, source: str, pending: Path, result: RunResult, wave
     missing = tracker.incomplete()
     if missing:  # a bug, not bad input: every source must come back as at least one row
         raise RuntimeError(f"waves not complete after the plan finished: {missing}")
+
+
+def _stream_near_duplicates(config: Config, plan: list, result: RunResult) -> None:
+    """Hand the filter stage the clips kept by earlier runs' end-of-run passes, read-only, so that it
+    rejects their near-duplicates before caption, expand and encode (pipeline/catalog/nearindex.py
+    CommittedKept). Read once here, at run start: every batch is judged against the same snapshot."""
+    stage = next((s for s in plan if s.name == "filter"), None)
+    if stage is None or stage.near_duplicate_distance is None:
+        return
+    from pipeline.catalog.refilter import streaming_snapshot
+
+    snapshot, why = streaming_snapshot(result.out, config, f"{result.run_id}-{0:06d}")
+    stage.reject_against(snapshot)
+    log.info("near-duplicates in the stream: %s", why)
 
 
 def write_pending(path: Path, sources, committed: set[str], wave_size: int, run_id: str,
