@@ -22,8 +22,9 @@ generation settings, so captions of two captioners are told apart in SQL.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +33,7 @@ from stages.models.generate import (Throughput, Timer, generation_kwargs, length
                               split_new_tokens, stop_ids)
 from stages.models.loading import device_for, dtype_for, hub_revision, import_torchvision, model_label
 from stages.text.quality import check_template, prompt_hash, repetition, settings_json
-from stages.video.decode import SpanRequest, anchor_of, read_grouped
+from stages.video.decode import SpanRequest, ahead, anchor_of, read_grouped
 from stages.video.source import decode_size
 from stages.base import Resources, Stage, require
 
@@ -122,6 +123,7 @@ class Caption(Stage):
         self._generate_kwargs = generation_kwargs(self.max_new_tokens, self.min_new_tokens, self._stop,
                                                   self._tokenizer.pad_token_id)
         self.throughput = Throughput("caption")
+        self.input_wait_s = 0.0  # seconds generation waited on decoded frames, over this worker's life
         self._version = {
             "caption_model": model_label(self.model, self.revision),
             "caption_prompt_hash": prompt_hash(self.system_prompt, self.prompt, self.input_mode),
@@ -156,25 +158,47 @@ class Caption(Stage):
         if self.frames_source == "split":
             rows = [i for i in self.accepted(batch) if batch.column("frames")[i].is_valid]
             clips = batch.select([c for c in self.inputs if c != "status"]).take(pa.array(rows, pa.int64())).to_pylist()
+            arrivals = None
         else:
             missing = [c for c in ("video", "end_frame") if c not in batch.column_names]
             if missing:
                 raise KeyError(f"caption with frames_source: decode needs columns {missing} (split's)")
             rows = self.accepted(batch)
-            clips = self.decoded(batch.take(pa.array(rows, pa.int64())).to_pylist())
-            keep = [j for j, c in enumerate(clips) if c.get("pixels") is not None or c.get("frames") is not None]
-            rows, clips = [rows[j] for j in keep], [clips[j] for j in keep]
+            clips = batch.take(pa.array(rows, pa.int64())).to_pylist()
+            for clip in clips:  # count and size from the plan: prompts and groups before any pixel
+                indices, width, height = self.frame_plan(clip)
+                clip["split_frames_shape"] = clip.get("frames_shape")  # split's samples: the fallback
+                clip["frames_shape"] = [len(indices), height, width, 3]
         out: dict[str, list] = {f.name: [None] * batch.num_rows for f in CATALOG}
         texts = [self.render(c) for c in clips]
         sizes = [(int(np.prod(c["frames_shape"])), len(t)) for c, t in zip(clips, texts)]  # ~ input tokens
+        groups = list(length_batches(sizes, self.gen_batch_size))
+        if self.frames_source == "decode":  # in a thread, sources in the order the groups need them
+            arrivals = self.decoding(clips, [j for group in groups for j in group])
         generated_rows = tokens = 0
-        with Timer() as timer:
-            for group in length_batches(sizes, self.gen_batch_size):
-                for index, result in zip(group, self._generate([clips[j] for j in group], [texts[j] for j in group])):
-                    self._store(out, rows[index], result)
-                    generated_rows, tokens = generated_rows + 1, tokens + result.produced
+        waited = 0.0
+        try:
+            with Timer() as timer:
+                for group in groups:
+                    if arrivals is not None:
+                        started = time.perf_counter()
+                        group = self._with_frames(clips, texts, group, arrivals)
+                        waited += time.perf_counter() - started
+                    if not group:
+                        continue
+                    results = self._generate([clips[j] for j in group], [texts[j] for j in group])
+                    for index, result in zip(group, results):
+                        self._store(out, rows[index], result)
+                        generated_rows, tokens = generated_rows + 1, tokens + result.produced
+        finally:
+            if arrivals is not None:
+                arrivals.close()  # a model error: the decoding thread stops instead of reading on
+        self.input_wait_s += waited
         if rows:
             self.throughput.add(generated_rows, tokens, timer.seconds)
+            if arrivals is not None:
+                log.info("caption: %d clips: %.3f s, of which %.3f s waiting on decoded frames",
+                         len(rows), timer.seconds, waited)
         for f in CATALOG:
             batch = batch.append_column(f, pa.array(out[f.name], type=f.type))
         return batch
@@ -189,22 +213,39 @@ class Caption(Stage):
         width, height = decode_size(clip["width"], clip["height"], self.short_side)
         return indices, width, height
 
-    def decoded(self, clips: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The clips with their own frames (`pixels`, `frames_shape`, `sample_frame_indices`), each source
-        read once; a clip that fails keeps split's samples (or none), with a warning in the log."""
+    def decoding(self, clips: list[dict[str, Any]], order: list[int] | None = None) -> Iterator:
+        """Start reading the clips' own frames in a background thread: each source opened once, its spans
+        in presentation order, the sources in the order of their first clip in `order` (the generation
+        groups': the first group's sources are read first). (request, frames) arrive as they are read."""
         requests = []
-        for j, clip in enumerate(clips):
+        for j in order if order is not None else range(len(clips)):
+            clip = clips[j]
             indices, width, height = self.frame_plan(clip)
             requests.append((clip["video"], SpanRequest(j, indices, width, height, anchor_of(clip))))
         threads = max(1, int(self.resources.cpus))
-        for request, frames in read_grouped(requests, threads, self.decode_stall_s):
+        return ahead(read_grouped(requests, threads, self.decode_stall_s), depth=len(requests))
+
+    def _with_frames(self, clips: list[dict[str, Any]], texts: list[str], group: list[int], arrivals) -> list[int]:
+        """Wait until every clip of `group` has its frames; the members that can be captioned.
+
+        A clip whose frames fail keeps split's samples (its prompt is rendered again for their count),
+        or is left uncaptioned without them, with a warning in the log."""
+        while any("pixels" not in clips[j] for j in group):
+            arrived = next(arrivals, None)
+            if arrived is None:
+                raise RuntimeError(f"the frame reader ended before clips {[clips[j].get('clip_id') for j in group]}")
+            request, frames = arrived
             clip = clips[request.key]
             if isinstance(frames, Exception):
                 log.warning("caption: clip %s: frames not decoded (%s: %s); using split's samples",
                             clip.get("clip_id"), type(frames).__name__, frames)
+                clip["pixels"] = None
+                if clip.get("frames") is not None:
+                    clip["frames_shape"] = clip["split_frames_shape"]
+                    texts[request.key] = self.render(clip)
                 continue
             clip.update(pixels=frames, frames_shape=list(frames.shape), sample_frame_indices=request.indices)
-        return clips
+        return [j for j in group if clips[j]["pixels"] is not None or clips[j].get("frames") is not None]
 
     def model_inputs(self, clips: list[dict[str, Any]], texts: list[str]):
         """The processor's batch (left-padded ids, pixel values, grids) for clips and their rendered prompts."""

@@ -153,7 +153,9 @@ def test_decoded_frames_have_the_configured_count_and_size_one_open_per_source(t
     rows = [r for r in clips.to_pylist() if r["status"] == "accepted"]
     sources = {r["video"]["source_uri"] for r in rows}
     before = {s: OPENS[s] for s in sources}
-    decoded = stage.decoded([dict(r) for r in rows])
+    decoded = [dict(r) for r in rows]
+    for request, frames in stage.decoding(decoded):
+        decoded[request.key].update(pixels=frames, sample_frame_indices=request.indices)
     assert {s: OPENS[s] - before[s] for s in sources} == {s: 1 for s in sources}  # several clips each
     for clip in decoded:
         count = min(3, int(clip["duration_s"] * 2.0))
@@ -166,6 +168,49 @@ def test_decoded_frames_have_the_configured_count_and_size_one_open_per_source(t
     assert [c is not None for c in captions] == [s == "accepted" for s in clips.column("status").to_pylist()]
     settings = [json.loads(s) for s in out.column("caption_settings").to_pylist() if s]
     assert settings[0]["frames"] == {"source": "decode", "max_frames": 3, "max_fps": 2.0, "short_side": 64}
+
+
+def test_generation_overlaps_decoding_and_the_model_gets_the_plain_readers_frames(tiny_vlm, clips, monkeypatch):
+    """Frames decode in a thread while earlier groups generate; what each group gets is what reading
+    the clip alone gives, and the stage counts the time it waited."""
+    from stages.video.decode import SpanRequest, anchor_of, read_grouped
+
+    stage = make(tiny_vlm, max_new_tokens=4, frames_source="decode", max_frames=3, short_side=64, gen_batch_size=1)
+    seen, generate = {}, stage._generate
+
+    def recording(group, texts):
+        for clip in group:
+            seen[clip["clip_id"]] = clip["pixels"]
+        return generate(group, texts)
+
+    monkeypatch.setattr(stage, "_generate", recording)
+    out = stage(clips)
+    rows = [r for r in clips.to_pylist() if r["status"] == "accepted"]
+    assert set(seen) == {r["clip_id"] for r in rows} and len(rows) >= 3 and stage.input_wait_s >= 0
+    for row in rows:  # the plain path: one clip, one read, no thread
+        indices, width, height = stage.frame_plan(dict(row))
+        [(_, alone)] = read_grouped([(row["video"], SpanRequest(0, indices, width, height, anchor_of(row)))], 1, 60)
+        assert np.array_equal(seen[row["clip_id"]], alone), row["clip_id"]
+    assert out.column("caption_dense").null_count == clips.num_rows - len(rows)
+
+
+def test_a_clip_whose_frames_cannot_be_read_is_captioned_from_splits_samples(tiny_vlm, clips, tmp_path, monkeypatch):
+    rows = clips.to_pylist()
+    broken = next(i for i, r in enumerate(rows) if r["status"] == "accepted")
+    rows[broken]["video"] = dict(rows[broken]["video"], source_uri=str(tmp_path / "gone.mp4"))
+    stage = make(tiny_vlm, max_new_tokens=4, frames_source="decode", max_frames=3, short_side=64)
+    seen, generate = {}, stage._generate
+
+    def recording(group, texts):
+        seen.update({c["clip_id"]: c for c in group})
+        return generate(group, texts)
+
+    monkeypatch.setattr(stage, "_generate", recording)
+    out = stage(pa.Table.from_pylist(rows, schema=clips.schema))
+    clip = seen[rows[broken]["clip_id"]]
+    assert clip["pixels"] is None and clip["frames_shape"] == rows[broken]["frames_shape"]  # split's samples
+    assert out.column("caption_dense")[broken].as_py() is not None
+    assert all(c["pixels"] is not None for k, c in seen.items() if k != rows[broken]["clip_id"])
 
 
 @pytest.mark.parametrize("override, message", [
