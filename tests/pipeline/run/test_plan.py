@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.catalog import connect
 from pipeline.config import load_config
 from pipeline.run import plan
 from pipeline.typed import ConfigError
@@ -84,6 +85,20 @@ def tiny_models(tmp_path_factory):
     return build_all(tmp_path_factory.mktemp("models"))
 
 
+@pytest.fixture(scope="module")
+def models_in_range(tiny_models, tmp_path_factory) -> dict[str, str]:
+    """The tiny models, with the tiny aesthetic head's output moved into the real head's range (~5 of 10):
+    random, it scores about -0.2, and default.yaml's `clip_aesthetic >= 4.5` would reject every clip, so
+    caption, expand and encode would never see one."""
+    import torch
+
+    head = torch.load(tiny_models["clip_aesthetic"], weights_only=True)
+    head["layers.7.bias"] = head["layers.7.bias"] + 5.5
+    path = tmp_path_factory.mktemp("head") / "aesthetic_head.pth"
+    torch.save(head, path)
+    return {**tiny_models, "clip_aesthetic": str(path)}
+
+
 def _sha256(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -102,7 +117,7 @@ def default_with_tiny_models(m: dict[str, str]) -> list[str]:
 
 
 @pytest.mark.ray
-def test_default_config_runs_to_the_end_on_a_one_gpu_node(tiny_models, corpus_dir, tmp_path):
+def test_default_config_runs_to_the_end_on_a_one_gpu_node(models_in_range, corpus_dir, tmp_path):
     """The hang: four model stages at gpus: 1 on one GPU. With gpus: auto they share it and the run ends."""
     import ray
 
@@ -111,14 +126,26 @@ def test_default_config_runs_to_the_end_on_a_one_gpu_node(tiny_models, corpus_di
     ray.init(address="local", num_cpus=16, num_gpus=1, include_dashboard=False)  # a 1-GPU workstation
     try:
         fixed = [f"stages.{n}.resources.gpus=1" for n in ("clip_score", "caption", "expand", "encode")]
-        stuck = load_config(DEFAULT, default_with_tiny_models(tiny_models) + fixed)  # the old default's shares
+        stuck = load_config(DEFAULT, default_with_tiny_models(models_in_range) + fixed)  # the old default's shares
         with pytest.raises(ConfigError, match="the actor pools need 4 GPUs together"):
             run(stuck, corpus_dir, tmp_path / "refused", progress=False)  # stops at start instead of hanging
         assert not list((tmp_path / "refused").glob("_commits/*.json"))
-        gpus_used = _default_run_uses(tiny_models, corpus_dir, tmp_path / "out")
+        gpus_used = _default_run_uses(models_in_range, corpus_dir, tmp_path / "out")
     finally:
         ray.shutdown()
     assert gpus_used == 1
+    # Accepted clips went through every model stage as default.yaml sets them up (caption decoding its
+    # own frames, expand, encode with T5): rows name the model folders (default.yaml's hub pins don't
+    # apply to folders) and every accepted clip has its latent (clips the end-of-run pass rejected later,
+    # near-duplicates within the run, keep theirs).
+    con = connect(tmp_path / "out")
+    accepted = con.execute("SELECT clip_id, caption_model, caption_settings, expand_model FROM clips "
+                           "WHERE status = 'accepted' ORDER BY 1").fetchall()
+    assert accepted, con.execute("SELECT reason, count(*) FROM clips GROUP BY 1").fetchall()
+    assert {(c, e) for _, c, _, e in accepted} == {(models_in_range["vlm"], models_in_range["llm"])}
+    assert all(json.loads(s)["frames"]["source"] == "decode" for _, _, s, _ in accepted)
+    latents = con.execute("SELECT clip_id FROM shards WHERE latent IS NOT NULL ORDER BY 1").fetchall()
+    assert {c for c, *_ in accepted} <= {c for (c,) in latents}
 
 
 @pytest.mark.ray
