@@ -36,6 +36,7 @@ from pipeline.catalog.dedup import EXACT_BELOW
 from pipeline.catalog.nearindex import NearIndex
 from pipeline.catalog.views import arrow, connect, declared_scan
 from pipeline.store.commit import CommitLog, OutputLock
+from pipeline.store.location import is_remote
 from pipeline.store.compact import grouped
 from pipeline.store.manifest import Manifest, live_files
 from pipeline.store.status import StatusLog, record_files
@@ -85,6 +86,11 @@ def after_run(out: str | Path, config) -> Outcome | None:
     if not has_clips(out):
         logging.getLogger("vidprep").info("end-of-run pass skipped: %s holds no clip yet", out)
         return None
+    if is_remote(out) and "filter" in config.stages:
+        logging.getLogger("vidprep").warning(
+            "end-of-run pass (near-duplicates) skipped: %s is on an object store, where status overlays are "
+            "not written yet; the clips keep the statuses the filter stage gave them", out)
+        return None
     latest = StatusLog(out).latest()
     stage = config.stages.get("filter")
     if latest and latest.get("made_by") == "refilter":
@@ -110,6 +116,8 @@ def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: An
     `incremental`: decide only the waves the newest overlay has not decided, when it was made with the
     same settings and every new wave comes after the decided ones; else every wave is decided again.
     Waves are decided in order, in batches of about `batch_clips` clips: memory follows the batch."""
+    if is_remote(out):
+        raise NotImplementedError(f"{out}: refilter writes status overlays, not yet on an object store")
     now = current_settings(out)
     keep = now["keep"] if keep is UNCHANGED else keep
     distance = now["near_duplicate_distance"] if near_duplicate_distance is UNCHANGED else near_duplicate_distance
