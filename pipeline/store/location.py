@@ -58,7 +58,7 @@ def with_endpoint(uri: str, endpoint: str | None = None, region: str | None = No
         _warned.add(parts.netloc)
         log.warning("no endpoint configured for %s://%s (storage.endpoint, AWS_ENDPOINT_URL or "
                     "?endpoint_override= in the URI): using AWS's public S3 endpoint", parts.scheme, parts.netloc)
-    return parts._replace(query=urlencode(sorted(query.items()))).geturl()
+    return parts._replace(query=urlencode(sorted(query.items()), safe=":")).geturl()
 
 
 def join_uri(base: str, rel: str) -> str:

@@ -1,0 +1,96 @@
+"""Outputs (and inputs) on an object store: a real S3-compatible server on 127.0.0.1 (moto's)."""
+import json
+import logging
+
+import pytest
+
+from pipeline.catalog.views import connect, query
+from pipeline.config import load_config
+from pipeline.run.listing import list_sources
+from pipeline.run.runner import run
+from pipeline.store.commit import CommitLog
+from pipeline.store.lease import OutputTaken, StoreLease
+from pipeline.store.location import Location, with_endpoint
+from pipeline.store.ownership import claim_output
+from pipeline.typed import ConfigError
+
+
+def rows(out) -> tuple[list, list]:
+    """The catalog's content, with sources named by file name (the two runs read them from different places)."""
+    con = connect(out)
+    clips = con.execute("SELECT clip_id, video_id, regexp_extract(source_uri, '([^/?]+)([?].*)?$', 1), start_frame, "
+                        "end_frame, status, reason FROM clips ORDER BY 1").fetchall()
+    videos = con.execute("SELECT regexp_extract(source_uri, '([^/?]+)([?].*)?$', 1), video_id, status, cuts, num_clips "
+                         "FROM videos ORDER BY 1").fetchall()
+    return clips, videos
+
+
+def test_run_from_store_to_store_equals_the_local_run(corpus_dir, demo_config, tmp_path, s3_bucket, s3_server):
+    source = s3_bucket.upload(corpus_dir, "videos")
+    out = s3_bucket("out")
+    local = run(demo_config, corpus_dir, tmp_path / "local", progress=False)
+    remote = run(demo_config, source, out, progress=False)
+    assert (remote.processed, remote.clips) == (3, local.clips) and local.clips > 0
+    assert rows(out) == rows(tmp_path / "local")
+    # Every listed source keeps the endpoint: a worker opening it reaches this server, not AWS.
+    uris = [u for (u,) in connect(out).execute("SELECT source_uri FROM videos").fetchall()]
+    assert all(u.startswith("s3://") and "endpoint_override=127.0.0.1:" in u for u in uris)
+    # Nothing in the bucket but what records list, and the records, manifest, marker and run.json.
+    data = {k for k in s3_bucket.keys("out/") if k.startswith(("out/catalog/", "out/shards/"))}
+    listed = {f"out/{p}" for w in CommitLog(out).records() for p in (f["path"] for f in w["files"])}
+    assert data == listed and data
+    assert json.loads(Location.of(out).read_bytes("run.json"))["counts"]["clips_committed"] == local.clips
+    assert query(out, "SELECT count(*) AS n FROM clips").column("n").to_pylist() == [local.clips]
+    with pytest.raises(PermissionError):
+        query(out, "COPY clips TO 'x.csv'")
+    # A second run on the same output: everything is committed, nothing is redone.
+    again = run(demo_config, source, out, progress=False)
+    assert (again.skipped, again.processed) == (3, 0)
+
+
+def test_a_second_run_on_the_same_store_output_refuses(corpus_dir, demo_config, s3_bucket):
+    out = s3_bucket("out")
+    claim_output(out)  # as a first run does, before it takes the lease
+    with StoreLease(Location.of(out), run_id="first"):  # a run of this process holds the output
+        with pytest.raises(OutputTaken, match="another vidprep run is writing to s3://.*run 'first'"):
+            run(demo_config, corpus_dir, out, progress=False)
+    assert run(demo_config, corpus_dir, out, progress=False).processed == 3  # released: the next run goes
+
+
+def test_the_lease_goes_to_one_of_two_runs_that_race(s3_bucket):
+    loc = Location.of(s3_bucket("out"))
+    assert loc.create_exclusive("_lease/0000000001.json", b"{}")
+    assert not loc.create_exclusive("_lease/0000000001.json", b"{}")  # the server refuses the second create
+
+
+def test_a_dead_holders_lease_is_taken_over(s3_bucket):
+    loc = Location.of(s3_bucket("out"))
+    dead = {"owner": "x", "host": __import__("socket").gethostname(), "pid": 2 ** 22 + 7, "run": "killed",
+            "expires_at": 4e9, "released": False}
+    loc.write_bytes("_lease/0000000003.json", json.dumps(dead).encode())
+    with StoreLease(loc) as lease:
+        assert lease.generation == 4
+    assert json.loads(loc.read_bytes("_lease/0000000004.json"))["released"] is True
+    assert not loc.exists("_lease/0000000003.json")  # older generations are cleaned up
+
+
+def test_listed_store_sources_keep_the_uri_parameters(s3_bucket, corpus_dir):
+    source = s3_bucket.upload(corpus_dir, "in")
+    listed = list(list_sources(source, [".mp4"]))
+    assert len(listed) == 3
+    assert all(u.split("?")[1] == source.split("?")[1] for u in listed)
+
+
+def test_an_s3_uri_without_an_endpoint_says_so(monkeypatch, caplog):
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    with caplog.at_level(logging.WARNING, logger="vidprep"):
+        assert with_endpoint("s3://no-endpoint-bucket/x") .startswith("s3://no-endpoint-bucket/x")
+    assert "no endpoint configured for s3://no-endpoint-bucket" in caplog.text
+    configured = with_endpoint("s3://b/x", endpoint="http://127.0.0.1:9000", region="eu-west-1")
+    assert configured == "s3://b/x?endpoint_override=127.0.0.1:9000&region=eu-west-1&scheme=http"
+
+
+def test_a_bad_storage_endpoint_names_the_field(demo_yaml):
+    with pytest.raises(ConfigError, match="storage.endpoint"):
+        load_config(demo_yaml(), ["storage.endpoint=127.0.0.1:9000"])
