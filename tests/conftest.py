@@ -171,7 +171,8 @@ def s3_bucket(s3_server, request):
 
     def keys(prefix: str = "") -> list[str]:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=name, Prefix=prefix)
-        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+        # (pyarrow writes empty "folder/" marker objects beside the files: not files)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []) if not item["Key"].endswith("/"))
 
     uri.bucket, uri.client, uri.upload, uri.keys = name, client, upload, keys
     return uri
