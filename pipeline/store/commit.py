@@ -201,12 +201,13 @@ class CommitLog:
         waves, _ = Manifest(self.out).load()
         return set(pc.list_flatten(waves.column("sources")).to_pylist()) if waves.num_rows else set()
 
-    def files(self, table: str | None = None) -> list[str]:
-        """Committed data files readers see (absolute paths), optionally of one table; from the manifest,
-        which equals the records (pipeline/store/manifest.py), minus files a compaction replaced."""
+    def files(self, table: str | None = None, relative: bool = False) -> list[str]:
+        """Committed data files readers see (absolute paths; URIs on a store; relative to OUT with `relative`),
+        optionally of one table; from the manifest, which equals the records (pipeline/store/manifest.py),
+        minus files a compaction replaced."""
         files = live_files(Manifest(self.out).load()[0])
         root = str(self.out) if self.loc.local else None
-        return [f"{root}/{path}" if root else self.loc.uri(path) for path, name in zip(files.column("path").to_pylist(),
+        return [path if relative else f"{root}/{path}" if root else self.loc.uri(path) for path, name in zip(files.column("path").to_pylist(),
                                                             files.column("table").to_pylist())
                 if table is None or name == table]
 

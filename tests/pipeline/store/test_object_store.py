@@ -7,6 +7,7 @@ import pytest
 from pipeline.catalog.views import connect, query
 from pipeline.config import load_config
 from pipeline.run.listing import list_sources
+from pipeline.report.html import write_report
 from pipeline.run.runner import run
 from pipeline.store.commit import CommitLog
 from pipeline.store.lease import OutputTaken, StoreLease
@@ -43,6 +44,9 @@ def test_run_from_store_to_store_equals_the_local_run(corpus_dir, demo_config, t
     assert query(out, "SELECT count(*) AS n FROM clips").column("n").to_pylist() == [local.clips]
     with pytest.raises(PermissionError):
         query(out, "COPY clips TO 'x.csv'")
+    report = write_report(out)  # default: beside the records, on the store
+    assert report == Location.of(out).uri("report.html")
+    assert b"vidprep dataset report" in Location.of(out).read_bytes("report.html")
     # A second run on the same output: everything is committed, nothing is redone.
     again = run(demo_config, source, out, progress=False)
     assert (again.skipped, again.processed) == (3, 0)
@@ -94,3 +98,29 @@ def test_an_s3_uri_without_an_endpoint_says_so(monkeypatch, caplog):
 def test_a_bad_storage_endpoint_names_the_field(demo_yaml):
     with pytest.raises(ConfigError, match="storage.endpoint"):
         load_config(demo_yaml(), ["storage.endpoint=127.0.0.1:9000"])
+
+
+def test_the_trainers_loader_reads_shards_on_the_store(tmp_path, s3_bucket):
+    """A committed output copied into a bucket is an output there: the loader plans and reads it (ranged
+    reads through pyarrow's filesystem) exactly as it reads the local copy."""
+    import itertools
+
+    import numpy as np
+
+    from pipeline.trainer.index import ShardIndex
+    from pipeline.trainer.loader import DataConfig, Loader
+    from pipeline.trainer.synthetic import write_shards
+
+    write_shards(tmp_path, {"8x32x32": (4, 2, 4, 4), "1x32x48": (4, 1, 4, 6)}, 12, row_group_rows=4, seed=0)
+    out = s3_bucket.upload(tmp_path, "out")
+    config = {"token_budget": 48, "num_workers": 0, "window_row_groups": 2}
+
+    def batches(data):
+        loader = Loader(ShardIndex.open(data), DataConfig(**config), (1, 2), seed=0)
+        return list(itertools.islice(iter(loader), loader.steps_per_epoch))
+
+    local, remote = batches(str(tmp_path)), batches(s3_bucket("out/shards"))
+    assert len(local) == len(remote) > 0
+    for a, b in zip(local, remote):
+        assert a["clip_id"] == b["clip_id"] and np.array_equal(a["latent"].numpy(), b["latent"].numpy())
+    assert query(out, "SELECT count(*) AS n FROM shards").column("n").to_pylist() == [24]
