@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.store.commit import CommitLog, OutputLock, WaveWriter
+from pipeline.store.location import is_remote
 from pipeline.store.manifest import Manifest, live_files
 from pipeline.store.ownership import require_claimed
 
@@ -50,6 +51,8 @@ class Compaction:
 
 
 def compact(out: str | Path, target_rows: int = TARGET_ROWS, small_bytes: int = SMALL_BYTES) -> Compaction:
+    if is_remote(out):
+        raise NotImplementedError(f"{out}: compact is not yet implemented on an object store")
     out = Path(out)
     require_claimed(out)
     result = Compaction()

@@ -26,12 +26,15 @@ def rows(out) -> tuple[list, list]:
     return clips, videos
 
 
-def test_run_from_store_to_store_equals_the_local_run(corpus_dir, demo_config, tmp_path, s3_bucket, s3_server):
+def test_run_from_store_to_store_equals_the_local_run(corpus_dir, demo_config, tmp_path, s3_bucket, monkeypatch):
     source = s3_bucket.upload(corpus_dir, "videos")
     out = s3_bucket("out")
     local = run(demo_config, corpus_dir, tmp_path / "local", progress=False)
+    copies = count_local_copies(monkeypatch)
     remote = run(demo_config, source, out, progress=False)
     assert (remote.processed, remote.clips) == (3, local.clips) and local.clips > 0
+    # Probe reads byte ranges; split copies each remote video once (not once per clip).
+    assert sorted(copies) == sorted(u for (u,) in connect(out).execute("SELECT source_uri FROM videos").fetchall())
     assert rows(out) == rows(tmp_path / "local")
     # Every listed source keeps the endpoint: a worker opening it reaches this server, not AWS.
     uris = [u for (u,) in connect(out).execute("SELECT source_uri FROM videos").fetchall()]
@@ -50,6 +53,25 @@ def test_run_from_store_to_store_equals_the_local_run(corpus_dir, demo_config, t
     # A second run on the same output: everything is committed, nothing is redone.
     again = run(demo_config, source, out, progress=False)
     assert (again.skipped, again.processed) == (3, 0)
+
+
+def count_local_copies(monkeypatch) -> list[str]:
+    """The source URIs copied to local temporary files, one entry per copy (the real copy is made)."""
+    import stages.probe
+    import stages.split
+    import stages.video.decode
+    from stages.video import source
+
+    copies, real = [], source.local_copy
+
+    def counting(uri):
+        if "://" in uri:
+            copies.append(uri)
+        return real(uri)
+
+    for module in (stages.probe, stages.split, stages.video.decode):
+        monkeypatch.setattr(module, "local_copy", counting)
+    return copies
 
 
 def test_a_second_run_on_the_same_store_output_refuses(corpus_dir, demo_config, s3_bucket):
