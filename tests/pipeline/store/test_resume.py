@@ -61,7 +61,7 @@ def test_killed_run_then_rerun_equals_unbroken_run(corpus_dir, demo_yaml, tmp_pa
     assert_no_orphans(out)
 
 
-@pytest.mark.parametrize("crash", ["published:1", "committed:2"])
+@pytest.mark.parametrize("crash", ["published:1"])  # (a record without its manifest segment: test_object_store)
 def test_killed_run_on_an_object_store_then_rerun_equals_unbroken_run(corpus_dir, demo_yaml, s3_bucket, unbroken,
                                                                         crash):
     """The same kill-and-rerun on an s3:// output (moto's server on 127.0.0.1): there files are written
