@@ -82,12 +82,17 @@ class StoreLease:
 
     # -- internals ------------------------------------------------------------------------------
     def _renew(self) -> None:
-        while not self._stop.wait(self.ttl_s / 3):
-            if self._generations()[-1:] != [self.generation]:
-                self.lost = True
-                log.error("%s: another run took the output; this run stops before its next commit", self.loc)
-                return
-            self.loc.write_bytes(self._name(self.generation), self._body(released=False))
+        while not self._stop.wait(self.ttl_s / 3) and self.renew():
+            pass
+
+    def renew(self) -> bool:
+        """Push the expiry `ttl_s` ahead; False (and `lost`) when a newer generation exists."""
+        if self._generations()[-1:] != [self.generation]:
+            self.lost = True
+            log.error("%s: another run took the output; this run stops before its next commit", self.loc)
+            return False
+        self.loc.write_bytes(self._name(self.generation), self._body(released=False))
+        return True
 
     def _active(self, lease: dict) -> bool:
         if lease.get("released") or lease.get("expires_at", 0) < time.time():

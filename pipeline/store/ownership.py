@@ -38,6 +38,8 @@ def claim_output(out, source: str | None = None):
 
     loc = Location.of(out)
     if not loc.local:
+        if source is not None and "://" in source:
+            check_no_overlap_store(loc, source)
         return _claim_store(loc)
     out = loc.path
     if source is not None:
@@ -106,6 +108,18 @@ def check_no_overlap(out: str | Path, source: str) -> None:
     else:
         return
     raise OutputRefused(f"output {out} {why}: choose an output folder apart from the input")
+
+
+def check_no_overlap_store(loc, source: str) -> None:
+    """The same refusal on a store: an output prefix that is the input's, inside it, or contains it."""
+    from pipeline.store.location import Location
+
+    src = Location.of(source)
+    if type(src.fs) is not type(loc.fs):
+        return
+    a, b = src.root.rstrip("/") + "/", loc.root.rstrip("/") + "/"
+    if a.startswith(b) or b.startswith(a):
+        raise OutputRefused(f"output {loc} overlaps the input {source}: choose an output prefix apart from the input")
 
 
 def is_own_data_file(out: Path, rel: str) -> bool:

@@ -151,3 +151,25 @@ def test_the_trainers_loader_reads_shards_on_the_store(tmp_path, s3_bucket):
     for a, b in zip(local, remote):
         assert a["clip_id"] == b["clip_id"] and np.array_equal(a["latent"].numpy(), b["latent"].numpy())
     assert query(out, "SELECT count(*) AS n FROM shards").column("n").to_pylist() == [24]
+
+
+def test_a_holder_whose_lease_was_taken_stops_before_its_next_commit(s3_bucket):
+    loc = Location.of(s3_bucket("out"))
+    with StoreLease(loc) as lease:
+        assert lease.renew()
+        expires = json.loads(loc.read_bytes("_lease/0000000001.json"))["expires_at"]
+        assert expires > 0 and not lease.lost
+        loc.write_bytes("_lease/0000000002.json", b"{}")  # another run took the next generation (it expired)
+        assert not lease.renew()
+        with pytest.raises(OutputTaken, match="another run took the output"):
+            lease.check()
+    assert json.loads(loc.read_bytes("_lease/0000000001.json"))["released"] is False  # not its to release
+
+
+def test_an_output_prefix_inside_the_input_prefix_is_refused(demo_config, s3_bucket, corpus_dir):
+    from pipeline.store.ownership import OutputRefused
+
+    source = s3_bucket.upload(corpus_dir, "raw")
+    with pytest.raises(OutputRefused, match="overlaps the input"):
+        run(demo_config, source, s3_bucket("raw/out"), progress=False)
+    assert s3_bucket.keys("raw/out/") == []  # refused before anything was written
