@@ -17,6 +17,7 @@ none), and there is no rename, so the commit protocol names files finally when i
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -82,11 +83,7 @@ class Location:
         if not is_remote(text):
             path = str(Path(text[len("file://"):] if text.startswith("file://") else text).absolute())
             return cls(fs.LocalFileSystem(), path, path, True)
-        uri = with_endpoint(text, endpoint, region)
-        filesystem, root = fs.FileSystem.from_uri(uri)
-        if not root.strip("/"):
-            raise ValueError(f"{text!r} names no bucket (s3://bucket/prefix)")
-        return cls(filesystem, root, uri, False)
+        return _remote(with_endpoint(text, endpoint, region))
 
     def __str__(self) -> str:
         return self.uri_root
@@ -220,3 +217,12 @@ class Location:
         client = boto3.client("s3", endpoint_url=endpoint, region_name=query.get("region"))
         bucket, _, prefix = self.full(rel).partition("/")
         return client, bucket, prefix
+
+
+@functools.lru_cache(maxsize=64)
+def _remote(uri: str) -> Location:
+    """A store's Location, made once per URI in a process (a writer task opens many files in one output)."""
+    filesystem, root = fs.FileSystem.from_uri(uri)
+    if not root.strip("/"):
+        raise ValueError(f"{uri!r} names no bucket (s3://bucket/prefix)")
+    return Location(filesystem, root, uri, False)
