@@ -93,7 +93,23 @@ def store_dataset(loc: Location, paths: list[str], schemas: list[pa.Schema]):
     import pyarrow.dataset as ds
 
     schema = pa.unify_schemas(sorted(schemas, key=len, reverse=True)) if schemas else None
+    if schema is not None:  # DuckDB takes no Arrow float16 (read_parquet reads it as FLOAT): the scan casts
+        schema = pa.schema([field.with_type(_without_float16(field.type)) for field in schema])
     return ds.dataset([loc.full(p) for p in paths], schema=schema, format="parquet", filesystem=loc.fs)
+
+
+def _without_float16(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_float16(kind):
+        return pa.float32()
+    if pa.types.is_list(kind):
+        return pa.list_(kind.value_field.with_type(_without_float16(kind.value_type)))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(kind.value_field.with_type(_without_float16(kind.value_type)))
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(kind.value_field.with_type(_without_float16(kind.value_type)), kind.list_size)
+    if pa.types.is_struct(kind):
+        return pa.struct([f.with_type(_without_float16(f.type)) for f in kind])
+    return kind
 
 
 def declared_scan(out: Path, files: pa.Table, schemas: dict[str, pa.Schema]) -> str:

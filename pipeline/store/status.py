@@ -56,8 +56,11 @@ class StatusLog:
     def records(self) -> list[dict[str, Any]]:
         from pipeline.store.commit import read_record
 
-        folder = self.out / RECORDS
         advice = "restore it from a backup, or move it out of _status/ to fall back to the previous version"
+        if not self.loc.local:
+            return [read_record(f"{RECORDS}/{n}", ("version",), "status record", advice, self.loc)
+                    for n in self.loc.names(RECORDS) if n.startswith("v") and n.endswith(".json")]
+        folder = self.out / RECORDS
         return [read_record(p, ("version",), "status record", advice)
                 for p in sorted(folder.glob("v*.json"))] if folder.is_dir() else []
 

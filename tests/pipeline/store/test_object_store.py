@@ -173,3 +173,29 @@ def test_an_output_prefix_inside_the_input_prefix_is_refused(demo_config, s3_buc
     with pytest.raises(OutputRefused, match="overlaps the input"):
         run(demo_config, source, s3_bucket("raw/out"), progress=False)
     assert s3_bucket.keys("raw/out/") == []  # refused before anything was written
+
+
+def test_refilter_and_the_incremental_pass_on_the_store_decide_as_on_disk(tmp_path, s3_bucket):
+    """Status overlays and the near-duplicate index on a store: the same decisions as on a local disk, and
+    the store holds only the overlay files its records list."""
+    from pipeline.catalog.refilter import refilter
+    from pipeline.kit.catalog import KEEP, write_output
+    from pipeline.store.status import StatusLog, record_files
+
+    out = s3_bucket("out")
+    decided = {}
+    for where in (tmp_path, out):
+        pool = None
+        for run_index in range(2):  # a run's pass, then the next run's pass decides only the new clips
+            written = write_output(where, f"2026010{run_index + 1}T000000-abcdef", waves=1, videos_per_wave=8,
+                                   clips_per_video=2, seed=run_index, duplicates=0.6, pool=pool)
+            pool = written.vectors[0]
+            outcome = refilter(where, KEEP, 0.05, 8, made_by="run", incremental=True)
+            assert outcome.version == run_index + 1 and outcome.incremental == (run_index > 0)
+        decided[str(where)] = connect(where).sql("SELECT clip_id, status, reason FROM clips ORDER BY 1").fetchall()
+    assert decided[str(tmp_path)] == decided[out]
+    assert any(r[2] and r[2].startswith("near_duplicate_of:") for r in decided[out])
+    listed = {f"out/{f}" for r in StatusLog(out).records() for f in record_files(r, with_index=True)}
+    assert set(s3_bucket.keys("out/status/")) == listed
+    changed = refilter(out, "clip_frame_consistency >= 0.9", 0.05, 8)  # `vidprep refilter` on the store
+    assert changed.version == 3 and changed.changes
