@@ -199,3 +199,18 @@ def test_refilter_and_the_incremental_pass_on_the_store_decide_as_on_disk(tmp_pa
     assert set(s3_bucket.keys("out/status/")) == listed
     changed = refilter(out, "clip_frame_consistency >= 0.9", 0.05, 8)  # `vidprep refilter` on the store
     assert changed.version == 3 and changed.changes
+
+
+def test_compact_on_the_store_keeps_every_row_and_the_next_writer_removes_what_it_replaced(s3_bucket):
+    from pipeline.kit.catalog import write_output
+    from pipeline.store.compact import compact
+
+    out = s3_bucket("out")
+    write_output(out, "20260101T000000-abcdef", waves=4, videos_per_wave=2, clips_per_video=2)
+    sql = "SELECT clip_id, status, clip_frame_consistency FROM clips ORDER BY 1"
+    before, files_before = connect(out).sql(sql).fetchall(), s3_bucket.keys("out/catalog/")
+    done = compact(out)
+    assert done.replaced == {"videos": 4, "clips": 4} and connect(out).sql(sql).fetchall() == before
+    assert compact(out).wave_id is None  # nothing small left; this writer removed the replaced files
+    after = s3_bucket.keys("out/catalog/")
+    assert len(after) == 2 and not set(after) & set(files_before)
