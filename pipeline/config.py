@@ -30,6 +30,9 @@ class RunConfig:
     num_cpus: int | None = None  # embedded Ray only; None = all cores
     task_retries: int = 3  # a dead task worker's batch is retried this often (exceptions are not retried)
     actor_restarts: int = 3  # a dead actor is restarted (and its batch retried) this often
+    # Every wave adds small catalog files, and every query pays per file: past this many small files
+    # in a table, the run ends with `vidprep compact` (one ordinary commit). null: never.
+    compact_above_files: int | None = 1000
 
     def __post_init__(self):
         require(self.wave_size >= 1, "wave_size", f"must be >= 1 (got {self.wave_size})")
@@ -38,6 +41,8 @@ class RunConfig:
         require(self.num_cpus is None or self.num_cpus >= 1, "num_cpus", f"must be >= 1 (got {self.num_cpus})")
         require(self.task_retries >= 0, "task_retries", f"must be >= 0 (got {self.task_retries})")
         require(self.actor_restarts >= 0, "actor_restarts", f"must be >= 0 (got {self.actor_restarts})")
+        require(self.compact_above_files is None or self.compact_above_files >= 2, "compact_above_files",
+                f"must be >= 2 or null (got {self.compact_above_files})")
 
 
 @dataclass
@@ -94,7 +99,8 @@ class Config:
 
 
 # Stage settings that change how a run is scheduled or guarded, never what it writes: outside the fingerprint.
-NOT_CONTENT = ("resources", "decode_stall_s")
+# (near_duplicate_streaming: the end-of-run pass gives the same statuses with it on or off.)
+NOT_CONTENT = ("resources", "decode_stall_s", "near_duplicate_streaming")
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:

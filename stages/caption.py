@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from stages.models.generate import (Throughput, Timer, generation_kwargs, length_batches, load_kwargs, model_ref,
                               split_new_tokens, stop_ids)
-from stages.models.loading import device_for, dtype_for, import_torchvision
+from stages.models.loading import device_for, dtype_for, hub_revision, import_torchvision, model_label
 from stages.text.quality import check_template, prompt_hash, repetition, settings_json
 from stages.video.decode import SpanRequest, anchor_of, read_grouped
 from stages.video.source import decode_size
@@ -110,11 +110,12 @@ class Caption(Stage):
 
         self._device = device_for(self.resources, self.name)
         self._dtype = dtype_for(self.dtype, self._device)
-        kwargs = load_kwargs(self.revision, self.trust_remote_code, None)
+        revision = hub_revision(self.model, self.revision)
+        kwargs = load_kwargs(revision, self.trust_remote_code, None)
         self._processor = AutoProcessor.from_pretrained(self.model, **kwargs)
         self._tokenizer = self._processor.tokenizer
         self._tokenizer.padding_side = "left"
-        model_kwargs = load_kwargs(self.revision, self.trust_remote_code, self.attn_implementation)
+        model_kwargs = load_kwargs(revision, self.trust_remote_code, self.attn_implementation)
         self._model = AutoModelForImageTextToText.from_pretrained(self.model, dtype=self._dtype, **model_kwargs)
         self._model.to(self._device).eval()
         self._stop = stop_ids(self._model, self._tokenizer)
@@ -122,7 +123,7 @@ class Caption(Stage):
                                                   self._tokenizer.pad_token_id)
         self.throughput = Throughput("caption")
         self._version = {
-            "caption_model": self.model + (f"@{self.revision}" if self.revision else ""),
+            "caption_model": model_label(self.model, self.revision),
             "caption_prompt_hash": prompt_hash(self.system_prompt, self.prompt, self.input_mode),
             "caption_settings": settings_json({
                 "max_new_tokens": self.max_new_tokens, "min_new_tokens": self.min_new_tokens,

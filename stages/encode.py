@@ -95,11 +95,13 @@ class Encode(Stage):
 
     def setup(self) -> None:
         from stages.models.generate import visible
-        from stages.models.loading import device_for, dtype_for
+        from stages.models.loading import device_for, dtype_for, hub_revision
         from stages.models.text_encoder import TextEncoder
         from stages.models.vae import VideoVAE
 
         self.device = device_for(self.resources, self.name)
+        self.vae_revision = hub_revision(self.vae, self.vae_revision)  # recorded in latent_meta: None for a folder
+        self.text_revision = hub_revision(self.text_encoder, self.text_revision)
         vae_dtype = None if self.dtype == "auto" else dtype_for(self.dtype, self.device)  # None: the family's
         self.model = VideoVAE.load(self.vae, self.vae_kind, self.device, vae_dtype, self.vae_subfolder,
                                    self.vae_revision, tiling=self.tiling)

@@ -11,6 +11,9 @@ sizes — many clips in few waves, and many small waves — and times, side by s
     new wave     the end-of-run pass after one more wave is committed (incremental)
     refilter     `vidprep refilter` with a new keep expression (dry run: every wave again)
     compact      `vidprep compact`, then the query again
+    search       `vidprep search`'s ranking (top 10 by cosine to a fixed vector; the text encoder's one
+                 forward is left out), against DuckDB alone ranking the same files; its peak memory
+                 in a fresh process
 
 Medians of interleaved rounds for query/duckdb/noop; single timings for the rest.
 """
@@ -19,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,6 +65,7 @@ def measure(out: Path, label: str, waves: int, videos: int, clips: int, rounds: 
     t = time.perf_counter()
     refilter(out, "clip_aesthetic >= 4", dry_run=True)
     row["refilter_s"] = time.perf_counter() - t
+    row.update(measure_search(out, glob, rounds))
     t = time.perf_counter()
     compact(out)
     row["compact_s"] = time.perf_counter() - t
@@ -71,15 +77,36 @@ def measure(out: Path, label: str, waves: int, videos: int, clips: int, rounds: 
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
 
 
+SEARCH_DIM = 32  # pipeline/kit/catalog.py's embedding width
+
+
+def measure_search(out: Path, glob: str, rounds: int) -> dict:
+    from pipeline.catalog.search import rank
+
+    vector = [1.0 / SEARCH_DIM ** 0.5] * SEARCH_DIM
+    alone = (f"SELECT clip_id, list_cosine_similarity(clip_embedding::FLOAT[], $q::FLOAT[]) AS score "
+             f"FROM read_parquet('{glob}') ORDER BY score DESC, clip_id LIMIT 10")
+    times = benchkit.medians(benchkit.time_interleaved({
+        "search": lambda: rank(out, vector, 10),
+        "search_duckdb": lambda: duckdb.connect().sql(alone, params={"q": vector}).fetchall()}, rounds))
+    code = (f"import resource; from pipeline.catalog.search import rank; rank({str(out)!r}, {vector!r}, 10); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")  # KiB
+    peak = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return {"search_s": times["search"], "search_duckdb_s": times["search_duckdb"],
+            "search_peak_mb": round(int(peak.split()[-1]) / 1024)}
+
+
 def table(rows: list[dict]) -> str:
     head = ("| output | clips | waves | `vidprep query` count | DuckDB alone | ratio | no-op rerun pass | "
-            "first pass (all) | pass after +1 wave | refilter (all, dry run) | compact | query after compact |")
-    lines = [head, "|" + "---|" * 12]
+            "first pass (all) | pass after +1 wave | refilter (all, dry run) | compact | query after compact | "
+            "search (top 10) | search, DuckDB alone | search peak RSS |")
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
         lines.append(f"| {r['output']} | {r['clips']:,} | {r['waves']:,} | {r['query_s']:.3f} s "
                      f"| {r['duckdb_s']:.3f} s | {r['ratio']:.2f}× | {r['noop_s']:.3f} s | {r['first_pass_s']:.1f} s "
                      f"| {r['new_wave_s']:.2f} s | {r['refilter_s']:.1f} s | {r['compact_s']:.1f} s "
-                     f"| {r['query_compacted_s']:.3f} s |")
+                     f"| {r['query_compacted_s']:.3f} s | {r['search_s']:.2f} s | {r['search_duckdb_s']:.2f} s "
+                     f"| {r['search_peak_mb']} MB |")
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ BENCHMARKS = {
     "packing": ("pipeline.bench.packing", "docs/BENCHMARKS.md"),
     "memory": ("pipeline.bench.memory", "docs/RELIABILITY.md"),
     "scale": ("pipeline.bench.scale", "docs/BENCHMARKS.md"),
+    "dedup": ("pipeline.bench.dedup", "docs/BENCHMARKS.md"),
 }
 
 

@@ -85,8 +85,7 @@ def signatures(unit: np.ndarray, bands: int, bits: int, seed: int = 0, chunk: in
                centre: np.ndarray | None = None) -> np.ndarray:
     """(N, D) unit vectors → (N, bands) int64 keys: sign bits of `bands * bits` seeded random projections
     around `centre` (1, D) (default: the set's mean; the incremental index freezes its own)."""
-    rng = np.random.default_rng(seed)
-    planes = rng.standard_normal((unit.shape[1], bands * bits)).astype(np.float32)  # (D, bands*bits)
+    planes = hyperplanes(unit.shape[1], bands, bits, seed)  # (D, bands*bits)
     centre = unit.mean(0, keepdims=True) if centre is None else centre  # (1, D)
     weights = (1 << np.arange(bits, dtype=np.int64))  # (bits,)
     keys = np.empty((len(unit), bands), dtype=np.int64)
@@ -94,6 +93,11 @@ def signatures(unit: np.ndarray, bands: int, bits: int, seed: int = 0, chunk: in
         signs = ((unit[start:start + chunk] - centre) @ planes) > 0  # (n, bands*bits)
         keys[start:start + chunk] = signs.reshape(-1, bands, bits).astype(np.int64) @ weights  # (n, bands)
     return keys
+
+
+def hyperplanes(dim: int, bands: int, bits: int, seed: int = 0) -> np.ndarray:
+    """(D, bands*bits) the seeded random projections behind `signatures` (the same for the same arguments)."""
+    return np.random.default_rng(seed).standard_normal((dim, bands * bits)).astype(np.float32)
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:

@@ -1,6 +1,8 @@
 """`vidprep refilter` and the end-of-run pass: statuses from stored scores, as a status overlay.
 
-    eligible   = clips the stream accepted, or rejected only by the filter (reason filter:… or filter_error:…)
+    eligible   = clips the stream accepted, or rejected only by the filter (reason filter:… or filter_error:…,
+                 or near_duplicate_of:… from the stream's own check against decided waves: this pass
+                 stays the exact arbiter, and confirms those)
     keep       = eligible clips passing every condition of the keep expression (NULL fails)
     duplicates = keep clips within the cosine distance of an earlier kept clip (pipeline/catalog/dedup.py),
                  in (wave_id, source_uri, start_frame, clip_id) order: a later run's clips come after
@@ -35,16 +37,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.catalog.dedup import EXACT_BELOW
-from pipeline.catalog.nearindex import NearIndex
+from pipeline.catalog.nearindex import CommittedKept, NearIndex
 from pipeline.catalog.views import arrow, connect, declared_scan, store_dataset
 from pipeline.store.commit import CommitLog, OutputLock
 from pipeline.store.location import Location
 from pipeline.store.compact import grouped
 from pipeline.store.manifest import Manifest, live_files
 from pipeline.store.status import FILES, OWN_FILE, RECORDS, StatusLog, record_files
-from stages.sql.keep import ERROR_REASON, REASON, KeepExpression
+from stages.sql.keep import DUPLICATE_REASON, ERROR_REASON, REASON, KeepExpression
 
-DUPLICATE = "near_duplicate_of"
+DUPLICATE = DUPLICATE_REASON
 BATCH_CLIPS = 100_000  # clips decided at once: the pass's memory follows this, not the catalog
 UNCHANGED: Any = ...  # a refilter argument left at the output's current value
 
@@ -62,6 +64,7 @@ class Outcome:
     duplicates: int = 0
     unscored: int = 0  # kept clips without an embedding: not checked for duplicates
     skipped_downstream: int = 0  # accepted now, but filtered in the stream: later stages skipped them
+    streamed: int = 0  # of the clips decided, those the stream had already rejected as near-duplicates
     incremental: bool = False  # only waves the previous overlay had not decided (totals are theirs)
 
 
@@ -98,6 +101,41 @@ def after_run(out: str | Path, config) -> Outcome | None:
     else:
         return None
     return refilter(out, **settings, made_by="run", incremental=True)
+
+
+def streaming_snapshot(out: str | Path, config, first_wave: str) -> tuple[CommittedKept | None, str]:
+    """The kept clips a run's filter stage may reject new clips against (None: none), and a line saying so.
+
+    Only when this run's end-of-run pass will go on from the newest overlay's index — the settings it
+    will use are that overlay's, the run's waves (from `first_wave`) sort after every decided wave,
+    the index is not due for a rebuild — is a kept clip of the snapshot still kept when the pass
+    decides the run's clips (nearindex.CommittedKept says why that makes the stream's rejections the
+    pass's own). Anything else: the stream rejects nothing and the pass decides alone."""
+    stage = config.stages.get("filter")
+    if stage is None or not getattr(stage, "near_duplicate_streaming", False):
+        return None, "off (stages.filter.near_duplicate_streaming)"
+    if not Location.of(out).local:  # workers read the index with DuckDB's read_parquet: local files only
+        return None, "off: the output is on an object store (the end-of-run pass decides alone)"
+    latest = StatusLog(out).latest()
+    if not latest or not (latest.get("index") or {}).get("kept"):
+        return None, "no kept clip decided yet: within this run, the end-of-run pass decides"
+    if latest.get("made_by") == "refilter":
+        settings = current_settings(out)
+    else:
+        settings = {"keep": stage.keep, "near_duplicate_distance": stage.near_duplicate_distance,
+                    "dedup_bands": stage.dedup_bands}
+    distance = settings["near_duplicate_distance"]
+    if distance is None:
+        return None, "off (near_duplicate_distance is null)"
+    waves = Manifest(out).load()[0]
+    committed = waves.filter(pc.equal(pc.list_value_length(waves.column("replaces")), 0)).column("wave_id")
+    if not _continues(latest, settings["keep"], distance, int(settings["dedup_bands"]),
+                      committed.to_pylist() + [first_wave]):
+        return None, ("off: the end-of-run pass will decide every wave again (other settings, a wave given up, "
+                      "a clock moved back, or an index due for a rebuild)")
+    snapshot = CommittedKept(str(out), int(latest["version"]), float(distance), dict(latest["index"]))
+    return snapshot, (f"against {snapshot.kept} kept clips of {len(latest['waves'])} decided waves "
+                      f"(status v{snapshot.version})")
 
 
 def has_clips(out: str | Path) -> bool:
@@ -271,15 +309,15 @@ def decide(con, relation: str, expression: KeepExpression | None, distance: floa
     conditions = f", {expression.select_list()}" if expression else ""
     why = expression.reason_sql() if expression else "NULL"
     embedding = ", clip_embedding" if index is not None else ""
+    stream_filtered = " OR ".join(f"starts_with(coalesce(reason, ''), '{code}:')"
+                                  for code in (REASON, ERROR_REASON, DUPLICATE))
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _judged AS
         SELECT *, eligible AND why IS NULL AS kept FROM (
             SELECT *, CASE WHEN eligible THEN {why} END AS why FROM (
                 SELECT clip_id, source_uri, wave_id, start_frame, status, reason,
-                       status = 'accepted' OR starts_with(coalesce(reason, ''), '{REASON}:')
-                           OR starts_with(coalesce(reason, ''), '{ERROR_REASON}:') AS eligible,
-                       starts_with(coalesce(reason, ''), '{REASON}:')
-                           OR starts_with(coalesce(reason, ''), '{ERROR_REASON}:') AS was_filtered
+                       status = 'accepted' OR {stream_filtered} AS eligible,
+                       {stream_filtered} AS was_filtered
                        {conditions}{embedding}
                 FROM (SELECT * FROM {relation})))""")
     if not con.execute("SELECT count(*) FROM _judged").fetchall()[0][0]:
@@ -303,6 +341,8 @@ def decide(con, relation: str, expression: KeepExpression | None, distance: floa
             con.register("_found", found)
             con.execute("INSERT INTO _duplicates SELECT * FROM _found")
             con.unregister("_found")
+    outcome.streamed += con.execute(f"""SELECT count(*) FROM _judged
+                                         WHERE starts_with(coalesce(reason, ''), '{DUPLICATE}:')""").fetchall()[0][0]
     outcome.skipped_downstream += con.execute("""
         SELECT count(*) FROM _judged j ANTI JOIN _duplicates d USING (clip_id, source_uri)
         WHERE j.kept AND j.was_filtered""").fetchall()[0][0]
@@ -330,7 +370,8 @@ def format_outcome(outcome: Outcome) -> str:
     written = f"status v{outcome.version}" if outcome.version else "nothing written"
     lines = [f"{outcome.made_by} {outcome.out} → {written}",
              f"  keep             {outcome.keep if outcome.keep is not None else '(every clip)'}",
-             f"  near-duplicates  {dedup}: {outcome.duplicates} found",
+             f"  near-duplicates  {dedup}: {outcome.duplicates} found"
+             + (f" ({outcome.streamed} already in the stream, before the model stages)" if outcome.streamed else ""),
              ("  new clips        " if outcome.incremental else "  clips            ")
              + (", ".join(f"{k} {v}" for k, v in sorted(outcome.totals.items())) or "none")]
     changed = sum(c[-1] for c in outcome.changes)

@@ -41,7 +41,12 @@ def search(out: str | Path, text: str, k: int = 10, *, include_rejected: bool = 
     if k < 1:
         raise ValueError(f"-k must be >= 1 (got {k})")
     clip = clip or load_model_of(out)
-    query = clip.encode_texts([text])[0].astype(float).tolist()  # (D,) unit
+    return rank(out, clip.encode_texts([text])[0].astype(float).tolist(), k, include_rejected=include_rejected)
+
+
+def rank(out: str | Path, query: list[float], k: int, *, include_rejected: bool = False) -> pa.Table:
+    """The k stored embeddings nearest to `query` (a unit vector), ranked by DuckDB: one streaming scan
+    with a top-k heap (ORDER BY ... LIMIT k), so memory is k rows whatever the catalog's size."""
     con = connect(out)
     names = set(arrow(con.sql("SELECT * FROM clips LIMIT 0")).column_names)
     if "clip_embedding" not in names:

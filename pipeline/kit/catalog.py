@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -37,11 +38,12 @@ class Written:
 
 def write_output(out: str | Path, run_id: str, waves: int, videos_per_wave: int, clips_per_video: int,
                  dim: int = 32, seed: int = 0, duplicates: float = 0.0, pool: np.ndarray | None = None,
-                 source_prefix: str | None = None) -> Written:
+                 source_prefix: str | None = None, stream: Callable[[pa.Table], pa.Table] | None = None) -> Written:
     """Commit `waves` waves of synthetic rows into OUT as run `run_id` (appending to what is there).
 
     `duplicates`: the share of clips that are near-copies (distance ~1e-4) of a clip drawn from `pool`
-    (earlier vectors, e.g. a previous call's) or of an earlier clip of this call."""
+    (earlier vectors, e.g. a previous call's) or of an earlier clip of this call. `stream`: applied to each
+    wave's clips before they are written, as the run's stages would be (e.g. the filter stage)."""
     out = Location.of(out)  # a folder, or a prefix on an object store
     claim_output(out)
     rng = np.random.default_rng(seed)
@@ -89,6 +91,8 @@ def write_output(out: str | Path, run_id: str, waves: int, videos_per_wave: int,
             "clip_black": np.zeros(n, np.float32),
             "caption_dense": [f"clip {i} of wave {w}" for i in range(n)],
         })
+        if stream is not None:
+            clips = stream(clips)
         files = [writer._write(wave_id, "catalog/videos", "videos", conform(videos, VIDEOS)),
                  writer._write(wave_id, "catalog/clips", "clips", conform(clips, CLIPS_SCHEMA))]
         log.commit(wave_id, run_id, uris, files, fingerprint="synthetic")

@@ -61,6 +61,9 @@ def run_summary(result) -> str:
         *((f"  error: {r}", n) for r, n in clip_errors),
         *summary_lines(getattr(result, "devices", None) or []),
         ("waves committed", result.waves),
+        *([("catalog files compacted", "{} → {}".format(sum(result.compaction.replaced.values()),
+                                                         sum(result.compaction.written.values())))]
+          if getattr(result, "compaction", None) else []),
         ("wall time (s)", f"{result.wall_s:.1f}"),
         ("clips/s", f"{total_clips / result.wall_s:.2f}" if result.wall_s else "-"),
     ]

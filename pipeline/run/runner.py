@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.store.commit import STAGING, CommitLog, OutputLock, WaveWriter, write_json
+from pipeline.store.compact import compact_if_many
 from pipeline.config import Config
 from pipeline.run.executors import RayExecutor, SequentialExecutor
 from pipeline.store.faults import crash_point
@@ -58,6 +59,7 @@ class RunResult:
     recovered: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
     decisions: Any = None  # the end-of-run status pass (near-duplicates), pipeline.catalog.refilter.Outcome
+    compaction: Any = None  # pipeline.store.compact.Compaction when run.compact_above_files was passed
     plan: list[dict[str, Any]] = field(default_factory=list)  # each stage as scheduled (run.json's "plan")
     devices: list[dict[str, Any]] = field(default_factory=list)  # what model stages ran on (run.json's "devices")
     source: str = ""  # the input as given (absolute for a local path)
@@ -141,6 +143,10 @@ def _run(config: Config, source: str, out: "Path | Location", result: RunResult,
     from pipeline.catalog.refilter import after_run
 
     result.decisions = after_run(out, config)  # near-duplicates need every committed clip: after the commits
+    result.compaction = compact_if_many(out, config.run.compact_above_files)
+    if result.compaction:
+        log.info("compacted %s catalog files into %s (%s)", sum(result.compaction.replaced.values()),
+                 sum(result.compaction.written.values()), result.compaction.wave_id)
     return result
 
 
@@ -155,6 +161,7 @@ def _execute(config: Config, source: str, pending: Path, result: RunResult, wave
     tracker = WaveTracker(wave_sizes)
     counts = Progress(listed=result.processed)
     plan = config.plan()
+    _stream_near_duplicates(config, plan, result)
     clips_schema = extend(CLIPS, [f for stage in plan for f in stage.catalog_fields])
     try:
         # gpus: auto → shares; a plan Ray could never schedule stops here, not in a hang
@@ -192,6 +199,20 @@ def _execute(config: Config, source: str, pending: Path, result: RunResult, wave
     missing = tracker.incomplete()
     if missing:  # a bug, not bad input: every source must come back as at least one row
         raise RuntimeError(f"waves not complete after the plan finished: {missing}")
+
+
+def _stream_near_duplicates(config: Config, plan: list, result: RunResult) -> None:
+    """Hand the filter stage the clips kept by earlier runs' end-of-run passes, read-only, so that it
+    rejects their near-duplicates before caption, expand and encode (pipeline/catalog/nearindex.py
+    CommittedKept). Read once here, at run start: every batch is judged against the same snapshot."""
+    stage = next((s for s in plan if s.name == "filter"), None)
+    if stage is None or stage.near_duplicate_distance is None:
+        return
+    from pipeline.catalog.refilter import streaming_snapshot
+
+    snapshot, why = streaming_snapshot(result.out, config, f"{result.run_id}-{0:06d}")
+    stage.reject_against(snapshot)
+    log.info("near-duplicates in the stream: %s", why)
 
 
 def write_pending(loc: Location, rel: str, sources, committed: set[str], wave_size: int, run_id: str,

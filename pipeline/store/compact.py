@@ -92,6 +92,20 @@ def compact(out: str | Path, target_rows: int = TARGET_ROWS, small_bytes: int = 
     return result
 
 
+def compact_if_many(out: str | Path, above: int | None, small_bytes: int = SMALL_BYTES) -> Compaction | None:
+    """`compact` when a table has more than `above` small files (the end of a run); None: not needed.
+
+    Counted from the manifest (no data file is opened), so a run that leaves few files pays nothing."""
+    if above is None:
+        return None
+    waves, _ = Manifest(out).load()
+    files = live_files(waves)
+    small = files.filter(pc.less(files.column("bytes"), small_bytes)).column("table").to_pylist()
+    if max((small.count(table) for table in TABLES), default=0) <= above:
+        return None
+    return compact(out, small_bytes=small_bytes)
+
+
 def grouped(items: list, sizes: list[int], target: int):
     """Consecutive runs of `items` whose sizes add up to `target` or more (the last run may be smaller)."""
     group, size = [], 0

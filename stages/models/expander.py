@@ -24,7 +24,7 @@ from typing import Any
 
 from stages.models.generate import (Throughput, Timer, generation_kwargs, length_batches, load_kwargs,
                               split_new_tokens, stop_ids)
-from stages.models.loading import device_for, dtype_for, import_torchvision
+from stages.models.loading import device_for, dtype_for, hub_revision, import_torchvision, model_label
 from stages.text.quality import first_sentence, prompt_hash, repetition, settings_json, strip_stock_opening
 
 KEYS = ("long", "short")
@@ -97,10 +97,11 @@ class Expander:
         c = self.config
         self.device = device_for(c.resources, c.name)
         self.dtype = dtype_for(c.dtype, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(c.model, **load_kwargs(c.revision, c.trust_remote_code, None))
+        revision = hub_revision(c.model, c.revision)
+        self.tokenizer = AutoTokenizer.from_pretrained(c.model, **load_kwargs(revision, c.trust_remote_code, None))
         self.tokenizer.padding_side = "left"
         model = AutoModelForCausalLM.from_pretrained(
-            c.model, dtype=self.dtype, **load_kwargs(c.revision, c.trust_remote_code, c.attn_implementation))
+            c.model, dtype=self.dtype, **load_kwargs(revision, c.trust_remote_code, c.attn_implementation))
         self._model = model.to(self.device).eval()
         self.stop = stop_ids(self._model, self.tokenizer)
         return self
@@ -109,7 +110,7 @@ class Expander:
         """Stored per row: which model, which prompts, which settings wrote this caption."""
         c = self.config
         return {
-            "expand_model": c.model + (f"@{c.revision}" if c.revision else ""),
+            "expand_model": model_label(c.model, c.revision),
             "expand_prompt_hash": prompt_hash(c.system_prompt, c.prompt_template, c.source_template,
                                               c.upsample_template, c.chat_template_kwargs),
             "expand_settings": settings_json({

@@ -46,6 +46,19 @@ def import_torchvision():
     return torchvision
 
 
+def hub_revision(ref: str | None, revision: str | None) -> str | None:
+    """The revision to load `ref` at: a revision pins a hub repository's commit, so for a local folder
+    there is none (the folder is what it is; configs/default.yaml pins its hub ids, and pointing a
+    model field at a folder should not also mean clearing the pin)."""
+    return None if ref and os.path.isdir(ref) else revision
+
+
+def model_label(ref: str, revision: str | None) -> str:
+    """What a row records as its model: the hub id with its pinned commit, or the folder."""
+    revision = hub_revision(ref, revision)
+    return ref + (f"@{revision}" if revision else "")
+
+
 def device_for(resources, stage: str = "") -> str:
     """cuda when the stage asked Ray for a GPU and one is visible, else cpu — never silently.
 

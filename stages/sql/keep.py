@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 REASON = "filter"
+DUPLICATE_REASON = "near_duplicate_of"  # `near_duplicate_of:<clip_id>`: by the stream or the end-of-run pass
 log = logging.getLogger("vidprep")
 ERROR_REASON = "filter_error"  # a condition raised on this row (e.g. CAST of a value that isn't a number)
 VOLATILE = {"random", "uuid", "gen_random_uuid", "uuidv4", "uuidv7", "setseed", "now", "current_timestamp",

@@ -26,6 +26,19 @@ def test_shipped_configs_load(monkeypatch):
         assert [s.name for s in config.plan()][:2] == ["probe", "split"]
 
 
+def test_every_hub_model_in_the_default_config_is_pinned_to_a_commit():
+    import re
+
+    stages = load_config(ROOT / "configs" / "default.yaml").stages
+    pins = {"caption": [("model", "revision")], "expand": [("model", "revision")],
+            "encode": [("vae", "vae_revision"), ("text_encoder", "text_revision")]}
+    for stage, pairs in pins.items():
+        for model, revision in pairs:
+            ref, commit = getattr(stages[stage], model), getattr(stages[stage], revision)
+            assert "/" in ref and not Path(ref).exists(), (stage, model, ref)  # a hub id
+            assert re.fullmatch(r"[0-9a-f]{40}", commit or ""), f"stages.{stage}.{revision}: {commit!r}"
+
+
 def test_overrides_are_typed_and_applied(tmp_path):
     config = load_config(write(tmp_path, "stages:\n  split:\n    max_clip_s: 8\n"),
                          ["stages.split.detector=content", "run.wave_size=3", "stages.split.resources.cpus=2"])

@@ -105,14 +105,15 @@ def test_token_limit_truncation_is_flagged(tiny_vlm, clips):
 
 
 def test_rows_carry_quality_signals_and_caption_version(tiny_vlm, clips):
-    out = make(tiny_vlm, max_new_tokens=8)(clips)
+    pinned = "0c351dd01ed87e9c1b53cbc748cba10e6187ff3b"  # default.yaml's hub pin: a folder loads as itself
+    out = make(tiny_vlm, max_new_tokens=8, revision=pinned)(clips)
     other = make(tiny_vlm, max_new_tokens=8, prompt="Describe the clip.")(clips)
     assert set(out.column_names) >= {f.name for f in CATALOG}
     for row, again in zip(out.to_pylist(), other.to_pylist()):
         if row["status"] != "accepted":
             assert all(row[f.name] is None for f in CATALOG)
             continue
-        assert row["caption_model"] == tiny_vlm
+        assert row["caption_model"] == tiny_vlm  # not tiny_vlm@<pin>
         assert 0.0 <= row["caption_dense_repetition"] <= 1.0
         assert row["caption_dense_empty"] == (row["caption_dense"] == "")
         settings = json.loads(row["caption_settings"])

@@ -101,6 +101,7 @@ def test_bad_expressions_fail_at_config_time(keep, message):
 @pytest.mark.parametrize("override, message", [
     ("stages.filter.near_duplicate_distance=-0.1", "stages.filter.near_duplicate_distance: must be in [0, 2)"),
     ("stages.filter.dedup_bands=0", "stages.filter.dedup_bands: must be in 1..256"),
+    ("stages.filter.near_duplicate_streaming=3", "stages.filter.near_duplicate_streaming: "),
 ])
 def test_bad_dedup_settings_fail_at_config_time(override, message):
     with pytest.raises(ConfigError, match=None) as err:

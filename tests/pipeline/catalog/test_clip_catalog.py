@@ -182,14 +182,28 @@ def test_a_refilter_sticks_for_later_runs(out):
 @pytest.mark.ray
 @pytest.mark.timeout(600)
 def test_the_ray_plan_gives_the_same_catalog(demo_yaml, models, videos, out, tmp_path):
+    """In two runs appended to one output: the copies of run 1's clips (b, d) are rejected in run 2's
+    stream, by Ray tasks holding the snapshot of run 1's kept clips; the statuses are the one run's."""
+    import shutil
+
     import ray
 
+    first, later = ("a.mp4", "a.txt", "c_black.mp4", "e_other.mp4"), ("b_mpeg4.mp4", "d_resized.mp4")
+    (tmp_path / "in").mkdir()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
-        code, _ = vidprep(*run_args(demo_yaml, models, videos, tmp_path / "ray", runner="ray"))
+        for names in (first, later):
+            for name in names:
+                shutil.copy(videos / name, tmp_path / "in" / name)
+            code, printed = vidprep(*run_args(demo_yaml, models, tmp_path / "in", tmp_path / "ray", runner="ray"))
+            assert code == 0
     finally:
         ray.shutdown()
-    assert code == 0
+    assert "(32 LSH bands): 4 found (4 already in the stream, before the model stages)" in printed  # run 2's
+    streamed = connect(tmp_path / "ray").execute("""SELECT regexp_extract(source_uri, '[^/]+$'), reason
+                                                    FROM clips_written WHERE status = 'rejected'""").fetchall()
+    assert sorted(v for v, reason in streamed if reason.startswith("near_duplicate_of:")) == \
+        ["b_mpeg4.mp4", "b_mpeg4.mp4", "d_resized.mp4", "d_resized.mp4"]
     columns = "clip_id, status, reason, clip_embedding, clip_aesthetic, clip_black, clip_motion"
     for seq, par in zip(clips(out, columns), clips(tmp_path / "ray", columns), strict=True):
         assert seq[:5] == par[:5]

@@ -57,9 +57,14 @@ def cluster(tmp_path):
     yield f"127.0.0.1:{port}", env
     os.killpg(head.pid, signal.SIGTERM)
     try:
-        head.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # `ray start --block` takes ~30 s to stop its children on SIGTERM
+        pass
+    try:
+        os.killpg(head.pid, signal.SIGKILL)  # whatever is left of the node: raylet, GCS, workers
+    except ProcessLookupError:
+        pass
+    head.wait(timeout=30)
     shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -46,3 +46,24 @@ def test_waves_commit_before_the_stream_ends(many_small, tmp_path, monkeypatch, 
     assert seen_at_commit[0] < VIDEOS, f"first wave committed only after all {VIDEOS} sources arrived"
     if runner == "sequential":  # in order: each wave commits as soon as its own rows are written
         assert seen_at_commit == list(range(2, VIDEOS + 1, 2))
+
+
+def test_a_run_that_leaves_many_small_catalog_files_ends_by_compacting_them(many_small, tmp_path):
+    from pipeline.catalog.views import connect
+    from pipeline.report.summary import run_summary
+    from pipeline.store.manifest import Manifest, live_files
+
+    settings = ["run.runner=sequential", "run.wave_size=2", "stages.split.min_clip_s=0.5",
+                "stages.split.decode_short_side=36"]
+    out = tmp_path / "out"
+    few = runner_mod.run(load_config(None, settings + ["run.compact_above_files=6"]), str(many_small), out,
+                         progress=False)
+    assert few.compaction is None  # 6 waves: 6 files a table, not above 6
+    rows = connect(out).sql("SELECT * FROM clips ORDER BY clip_id").fetchall()
+    many = runner_mod.run(load_config(None, settings + ["run.compact_above_files=5"]), str(many_small), out,
+                          progress=False)  # nothing new to do, and now past the limit
+    assert many.compaction.replaced == {"videos": 6, "clips": 6} and many.compaction.written == {"videos": 1, "clips": 1}
+    assert "catalog files compacted" in run_summary(many)
+    waves, _ = Manifest(out).load()
+    assert live_files(waves).num_rows == 2
+    assert connect(out).sql("SELECT * FROM clips ORDER BY clip_id").fetchall() == rows

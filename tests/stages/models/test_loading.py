@@ -35,3 +35,13 @@ def test_no_gpu_asked_no_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="vidprep"):
         assert device_for(Resources(gpus=0), "clip_score") == "cpu"
     assert not caplog.records
+
+
+def test_a_revision_pins_hub_ids_and_a_folder_is_recorded_as_itself(tmp_path):
+    from stages.models.loading import hub_revision, model_label
+
+    commit = "0c351dd01ed87e9c1b53cbc748cba10e6187ff3b"
+    assert (hub_revision("Qwen/Qwen3-VL-8B-Instruct", commit), model_label("Qwen/Qwen3-VL-8B-Instruct", commit)) == \
+        (commit, f"Qwen/Qwen3-VL-8B-Instruct@{commit}")
+    assert (hub_revision(str(tmp_path), commit), model_label(str(tmp_path), commit)) == (None, str(tmp_path))
+    assert model_label("Qwen/Qwen3-4B-Instruct-2507", None) == "Qwen/Qwen3-4B-Instruct-2507"
