@@ -15,7 +15,8 @@ PINS := ray[data]==2.60.0 pyarrow==26.0.1 duckdb==2.0.0 decord==0.6.0 scenedetec
         safetensors==0.8.0 open_clip_torch==3.3.0 timm==1.0.31 ftfy==6.3.1 \
         numpy==2.4.6 pillow==13.0.0 pyyaml==6.0.3 matplotlib==3.11.2 \
         pytest==9.2.0 pytest-timeout==2.4.0 scikit-video==1.1.11 imageio-ffmpeg==0.6.0 \
-        onnxruntime==1.32.0 pyclipper==1.4.0 shapely==2.2.0 six==1.17.0 tqdm==4.70.1 nudenet==3.4.2
+        onnxruntime==1.32.0 pyclipper==1.4.0 shapely==2.2.0 six==1.17.0 tqdm==4.70.1 nudenet==3.4.2 \
+        boto3==1.44.8 moto[server]==5.2.5
 # Installed without their declared dependencies. TransNetV2's weights (split's `detector: transnetv2`):
 # those are for its own CLI (ffmpeg-python, pandas); the model needs only torch and numpy. rapidocr (stage
 # signals' text detector) asks for opencv-python, a second cv2 that would shadow the pinned headless one;

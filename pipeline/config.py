@@ -57,9 +57,27 @@ class InputConfig:
 
 
 @dataclass
+class StorageConfig:
+    """Object storage for s3:// inputs and outputs (pipeline/store/location.py). Unset: the environment's
+    AWS_ENDPOINT_URL / AWS_REGION; credentials only from the environment (never in a URI or this file)."""
+    endpoint: str | None = None  # e.g. http://127.0.0.1:9000 (MinIO, Ceph, moto); None: AWS_ENDPOINT_URL, else AWS
+    region: str | None = None  # None: AWS_REGION / AWS_DEFAULT_REGION
+
+    def __post_init__(self):
+        if self.endpoint is not None:
+            from urllib.parse import urlparse
+
+            parts = urlparse(self.endpoint)
+            require(parts.scheme in ("http", "https") and bool(parts.netloc), "endpoint",
+                    f"must be a URL like http://host:port (got {self.endpoint!r})")
+        require(self.region is None or bool(self.region.strip()), "region", "must not be empty")
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     input: InputConfig = field(default_factory=InputConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     stages: dict[str, Stage] = field(default_factory=dict)
 
     def plan(self) -> list[Stage]:
@@ -73,6 +91,7 @@ class Config:
         """Hash of what decides the catalog's content (not how it is scheduled)."""
         data = self.as_dict()
         data.pop("run")
+        data.pop("storage", None)  # where the data lives, not what it is
         for stage in data["stages"].values():
             for key in NOT_CONTENT:
                 stage.pop(key, None)
@@ -145,9 +164,9 @@ def apply_override(data: dict[str, Any], item: str) -> None:
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    unknown = set(data) - {"run", "input", "stages"}
+    unknown = set(data) - {"run", "input", "stages", "storage"}
     if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown key (known keys: input, run, stages)")
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown key (known keys: input, run, stages, storage)")
     stages_data = data.get("stages") or {}
     if not isinstance(stages_data, dict):
         raise ConfigError("stages: expected a mapping of stage name to its settings")
@@ -169,6 +188,7 @@ def from_dict(data: dict[str, Any]) -> Config:
     return Config(
         run=build(RunConfig, data.get("run"), "run"),
         input=build(InputConfig, data.get("input"), "input"),
+        storage=build(StorageConfig, data.get("storage"), "storage"),
         stages=stages,
     )
 

@@ -43,8 +43,7 @@ def probe_source(uri: str, stall_s: float | None = None) -> dict[str, Any]:
     info.update(source_uri=uri, status="ok")
     try:
         info["video_id"], info["size_bytes"] = _identify(uri)
-        with local_copy(uri) as path:
-            info.update(bounded(lambda: _container_metadata(path), stall_s, "probe"))
+        info.update(_metadata(uri, stall_s))
     except SourceError as err:
         info.update(status="error", error=str(err))
     except Exception as err:  # noqa: BLE001 - any failure on one source becomes its row
@@ -75,7 +74,28 @@ def _identify(uri: str) -> tuple[str, int]:
     return video_id, size
 
 
-def _container_metadata(path: str) -> dict[str, Any]:
+class _NeedsWholeFile(Exception):
+    """A remote source with several video streams: choosing one reopens the file (a local copy does)."""
+
+
+def _metadata(uri: str, stall_s: float | None) -> dict[str, Any]:
+    """A local file directly; a remote one by byte ranges (the demuxer reads the header and the first
+    frame, not the whole video), or from a local copy when several video streams must be compared."""
+    if not is_local(uri):
+        from pyarrow import fs
+
+        filesystem, path = fs.FileSystem.from_uri(uri)
+        try:
+            with filesystem.open_input_file(path) as handle:
+                return bounded(lambda: _container_metadata(handle), stall_s, "probe")
+        except _NeedsWholeFile:
+            pass
+    with local_copy(uri) as path:
+        return bounded(lambda: _container_metadata(path), stall_s, "probe")
+
+
+def _container_metadata(path) -> dict[str, Any]:
+    """`path`: a local path, or a seekable file object (a remote source read by ranges)."""
     import av
 
     try:
@@ -83,6 +103,8 @@ def _container_metadata(path: str) -> dict[str, Any]:
     except av.FFmpegError as err:
         raise SourceError("invalid_container", str(err)) from None
     with container:
+        if not isinstance(path, str) and len(streams.candidates(container)) > 1:
+            raise _NeedsWholeFile()
         index = streams.choose(path, container)
         if index is None:
             raise SourceError("no_video_stream", f"streams: {[_kind(s) for s in container.streams]}")

@@ -113,3 +113,66 @@ def demo_material(tmp_path_factory) -> dict[str, Path]:
     config = root / "demo.yaml"
     config.write_text(DEMO_YAML.read_text().replace("demo/models", str(root / "models")))
     return {"root": root, "videos": root / "videos", "config": config}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible HTTP server (moto's) on 127.0.0.1, and the environment that points at it.
+
+    The endpoint is always explicit (AWS_ENDPOINT_URL, and in every URI the tests build): nothing in
+    a test may reach any address but 127.0.0.1. Fake credentials; no instance-metadata lookups."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+           "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield {"endpoint": f"http://127.0.0.1:{port}", "query": f"endpoint_override=127.0.0.1:{port}&region=us-east-1"
+           f"&scheme=http", "env": env}
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """make(prefix) → an s3:// URI of a new, empty bucket (one per test), endpoint in the URI."""
+    import hashlib
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server["endpoint"], region_name="us-east-1")
+    name = "vp-" + hashlib.blake2b(request.node.nodeid.encode(), digest_size=8).hexdigest()
+    client.create_bucket(Bucket=name)
+
+    def uri(prefix: str = "") -> str:
+        return f"s3://{name}/{prefix}?{s3_server['query']}"
+
+    def upload(folder, prefix: str) -> str:
+        """Copy a local folder's files under `prefix`; its s3:// URI."""
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                client.upload_file(str(path), name, f"{prefix}/{path.relative_to(folder)}")
+        return uri(prefix)
+
+    def keys(prefix: str = "") -> list[str]:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=name, Prefix=prefix)
+        # (pyarrow writes empty "folder/" marker objects beside the files: not files)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []) if not item["Key"].endswith("/"))
+
+    uri.bucket, uri.client, uri.upload, uri.keys = name, client, upload, keys
+    return uri

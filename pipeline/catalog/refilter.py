@@ -25,22 +25,25 @@ clips are judged by it too), else the run config's filter stage.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.catalog.dedup import EXACT_BELOW
 from pipeline.catalog.nearindex import CommittedKept, NearIndex
-from pipeline.catalog.views import arrow, connect, declared_scan
+from pipeline.catalog.views import arrow, connect, declared_scan, store_dataset
 from pipeline.store.commit import CommitLog, OutputLock
+from pipeline.store.location import Location
 from pipeline.store.compact import grouped
 from pipeline.store.manifest import Manifest, live_files
-from pipeline.store.status import StatusLog, record_files
+from pipeline.store.status import FILES, OWN_FILE, RECORDS, StatusLog, record_files
 from stages.sql.keep import DUPLICATE_REASON, ERROR_REASON, REASON, KeepExpression
 
 DUPLICATE = DUPLICATE_REASON
@@ -72,8 +75,8 @@ def current_settings(out: str | Path) -> dict[str, Any]:
         return {k: latest[k] for k in ("keep", "near_duplicate_distance", "dedup_bands")}
     import json
 
-    run_json = Path(out) / "run.json"
-    stages = json.loads(run_json.read_text())["config"]["stages"] if run_json.exists() else {}
+    loc = Location.of(out)
+    stages = json.loads(loc.read_bytes("run.json"))["config"]["stages"] if loc.is_file("run.json") else {}
     settings = stages.get("filter") or {}
     return {"keep": settings.get("keep"), "near_duplicate_distance": settings.get("near_duplicate_distance"),
             "dedup_bands": settings.get("dedup_bands", 32)}
@@ -111,6 +114,8 @@ def streaming_snapshot(out: str | Path, config, first_wave: str) -> tuple[Commit
     stage = config.stages.get("filter")
     if stage is None or not getattr(stage, "near_duplicate_streaming", False):
         return None, "off (stages.filter.near_duplicate_streaming)"
+    if not Location.of(out).local:  # workers read the index with DuckDB's read_parquet: local files only
+        return None, "off: the output is on an object store (the end-of-run pass decides alone)"
     latest = StatusLog(out).latest()
     if not latest or not (latest.get("index") or {}).get("kept"):
         return None, "no kept clip decided yet: within this run, the end-of-run pass decides"
@@ -156,8 +161,10 @@ def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: An
         raise ValueError(f"{out}: no clip committed yet (every source failed, or none was listed): "
                          "nothing to refilter")
     outcome = Outcome(str(out), keep, distance, bands, made_by)
-    with OutputLock(out):
-        log = StatusLog(out)
+    with OutputLock(out), status_workspace(out) as root:
+        # root: where overlay and index files are written and read: OUT itself, or for an output on a
+        # store a local working copy of its status records and index, published back at the end.
+        log = StatusLog(root)
         waves, schemas = Manifest(out).load()
         ordinary = pc.equal(pc.list_value_length(waves.column("replaces")), 0)
         committed = waves.filter(ordinary)  # a compaction wave brings no new clip
@@ -181,8 +188,8 @@ def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: An
         version = log.next_version()
         index = None
         if distance is not None and "clip_embedding" in columns.names:
-            index = NearIndex.load(out, previous["index"], exact_below) if previous and previous.get("index") \
-                else NearIndex.new(out, bands, sum(n for _, n in new), exact_below)
+            index = NearIndex.load(root, previous["index"], exact_below) if previous and previous.get("index") \
+                else NearIndex.new(root, bands, sum(n for _, n in new), exact_below)
         clip_files = live_files(waves).filter(pc.equal(live_files(waves).column("table"), "clips"))
         parts: list[str] = []
         log.recover()
@@ -196,7 +203,7 @@ def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: An
             index.flush(version)
         written = parts + [f for f in (index.files if index else []) if f not in index_before]
         if parts:
-            listing = "[" + ", ".join(_quote(str(Path(out) / p)) for p in parts) + "]"
+            listing = "[" + ", ".join(_quote(str(Path(root) / p)) for p in parts) + "]"
             outcome.changes = con.execute(f"""
                 SELECT c.status, split_part(c.reason, ':', 1), d.status, split_part(d.reason, ':', 1), count(*)
                 FROM clips c JOIN read_parquet({listing}) d USING (clip_id, source_uri)
@@ -208,7 +215,7 @@ def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: An
         keeps_index = index is not None and index.kept > 0
         if dry_run or (made_by != "refilter" and not outcome.changes and not keeps_index):
             for rel in written:  # unlisted: nothing refers to them
-                (Path(out) / rel).unlink(missing_ok=True)
+                (Path(root) / rel).unlink(missing_ok=True)
             return outcome
         files = (record_files(previous) if previous else []) + parts
         record = log.publish(version, files, {
@@ -216,8 +223,44 @@ def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: An
             "waves": sorted(decided | {w for w, _ in new}), "duplicates": outcome.duplicates,
             "duplicates_total": (previous or {}).get("duplicates_total", 0) + outcome.duplicates,
             "index": index.state() if index is not None else None})
+        if root is not out:  # a store: the new files first, the record last (it is what makes them visible)
+            publish_to_store(Location.of(out), root, written, f"{RECORDS}/v{version:06d}.json")
         outcome.version = record["version"]
     return outcome
+
+
+@contextlib.contextmanager
+def status_workspace(out) -> Iterator:
+    """OUT for a local output. For an output on a store: a local folder holding its status records and
+    the current near-duplicate index (what a pass reads besides the catalog), deleted after; objects
+    under status/ that no record lists (a pass that died before its record) are deleted from the store."""
+    loc = Location.of(out)
+    if loc.local:
+        yield out
+        return
+    with tempfile.TemporaryDirectory(prefix="vidprep-status-") as folder:
+        root = Path(folder)
+        records = [n for n in loc.names(RECORDS) if n.endswith(".json")]
+        for name in records:
+            (root / RECORDS).mkdir(exist_ok=True)
+            (root / RECORDS / name).write_bytes(loc.read_bytes(f"{RECORDS}/{name}"))
+        log = StatusLog(root)
+        listed = {f for r in log.records() for f in record_files(r, with_index=True)}
+        for rel in loc.files(FILES):
+            if rel not in listed and OWN_FILE.fullmatch(rel.rsplit("/", 1)[-1]):
+                loc.delete(rel)
+        latest = log.latest()
+        index = (latest or {}).get("index") or {}
+        for rel in index.get("files", []):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(loc.read_bytes(rel))
+        yield root
+
+
+def publish_to_store(loc: Location, root: Path, files: list[str], record: str) -> None:
+    for rel in files:
+        loc.write_bytes(rel, (root / rel).read_bytes())
+    loc.write_bytes(record, (root / record).read_bytes())
 
 
 def _continues(previous: dict[str, Any] | None, keep, distance, bands: int, committed: list[str]) -> bool:
@@ -248,7 +291,15 @@ def _batch_scan(out, con, clip_files: pa.Table, waves: pa.Table, schemas, batch:
     con.register("_batch_waves", pa.table({"wave_id": pa.array(batch, pa.string())}))
     if not files.num_rows:
         return "(SELECT * FROM clips_written LIMIT 0)"
-    return f"({declared_scan(Path(out), files, schemas)}) WHERE wave_id IN (SELECT wave_id FROM _batch_waves)"
+    loc = Location.of(out)
+    if loc.local:
+        scan = declared_scan(Path(out), files, schemas)
+    else:  # a store: the batch's files as an Arrow dataset (pipeline/catalog/views.py)
+        keys = dict.fromkeys(files.column("schema_id").to_pylist())
+        con.register("_arrow_batch", store_dataset(loc, files.column("path").to_pylist(),
+                                                   [schemas[k] for k in keys if k in schemas]))
+        scan = "SELECT * FROM _arrow_batch"
+    return f"({scan}) WHERE wave_id IN (SELECT wave_id FROM _batch_waves)"
 
 
 def decide(con, relation: str, expression: KeepExpression | None, distance: float | None,

@@ -24,10 +24,12 @@ def load_model_of(out: str | Path, device: str | None = None):
     """The CLIP model a run scored with (stages/models/clip.py's `Clip`), from OUT/run.json."""
     from stages.models.clip import load_clip
 
-    run_json = Path(out) / "run.json"
-    if not run_json.exists():
-        raise FileNotFoundError(f"{run_json} is missing: search needs the run's clip_score settings")
-    settings = json.loads(run_json.read_text())["config"]["stages"].get("clip_score")
+    from pipeline.store.location import Location
+
+    loc = Location.of(out)
+    if not loc.is_file("run.json"):
+        raise FileNotFoundError(f"{loc.uri('run.json')} is missing: search needs the run's clip_score settings")
+    settings = json.loads(loc.read_bytes("run.json"))["config"]["stages"].get("clip_score")
     if not settings:
         raise ValueError(f"{out} was made without stage clip_score: there are no embeddings to search")
     return load_clip(settings["model"], settings["pretrained"], model_config=settings.get("model_config"),

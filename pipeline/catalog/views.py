@@ -21,6 +21,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.store.location import Location
 from pipeline.store.manifest import Manifest, live_files
 from pipeline.store.status import attach as attach_status
 from schemas.catalog import CLIPS, VIDEOS
@@ -38,8 +39,11 @@ def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
 
 
 def _open(out: str | Path) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
-    """connect(), and the data files its views read (absolute paths)."""
-    out = Path(out)
+    """connect(), and the data files its views read (absolute paths; none on a store)."""
+    loc = Location.of(out)
+    if not loc.local:
+        return _open_store(loc), []
+    out = loc.path
     if not (out / "_commits").is_dir() and not (out / "run.json").exists():
         raise FileNotFoundError(f"{out} is not a vidprep output (no _commits/ or run.json)")
     con = duckdb.connect(":memory:")
@@ -58,6 +62,54 @@ def _open(out: str | Path) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
     con.execute("CREATE VIEW commits AS SELECT * FROM _commits")
     root = str(out)  # plain string joins: pathlib costs ~20 µs a path, and there is one per committed file
     return con, [f"{root}/{p}" for p in files.column("path").to_pylist()]
+
+
+def _open_store(loc: Location) -> duckdb.DuckDBPyConnection:
+    """connect() on an object store: DuckDB's network extensions can't be downloaded here, so each view
+    reads an Arrow dataset of exactly the recorded files, opened through pyarrow's filesystem (filters
+    and projections are pushed into the dataset scan; only the row groups a query needs are fetched)."""
+    names = loc.names()
+    if "_commits" not in names and "run.json" not in names:
+        raise FileNotFoundError(f"{loc} is not a vidprep output (no _commits/ or run.json)")
+    con = duckdb.connect(":memory:")
+    waves, schemas = Manifest(loc).load()
+    files = live_files(waves)
+    for name, schema in TABLES.items():
+        mine = files.filter(pc.equal(files.column("table"), name))
+        relation = store_dataset(loc, mine.column("path").to_pylist(), [
+            schemas[k] for k in dict.fromkeys(mine.column("schema_id").to_pylist()) if k in schemas]) \
+            if mine.num_rows else schema.empty_table()
+        con.register(f"_arrow_{name}", relation)
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM _arrow_{name}")
+    attach_status(con, loc)
+    con.register("_commits", _commits_table(waves))
+    con.execute("CREATE VIEW commits AS SELECT * FROM _commits")
+    return con
+
+
+def store_dataset(loc: Location, paths: list[str], schemas: list[pa.Schema]):
+    """The Parquet files `paths` of OUT as one pyarrow dataset; columns: the union of their declared schemas
+    (widest first, as declared_scan orders them), a file lacking a column reads it as null."""
+    import pyarrow.dataset as ds
+
+    schema = pa.unify_schemas(sorted(schemas, key=len, reverse=True)) if schemas else None
+    if schema is not None:  # DuckDB takes no Arrow float16 (read_parquet reads it as FLOAT): the scan casts
+        schema = pa.schema([field.with_type(_without_float16(field.type)) for field in schema])
+    return ds.dataset([loc.full(p) for p in paths], schema=schema, format="parquet", filesystem=loc.fs)
+
+
+def _without_float16(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_float16(kind):
+        return pa.float32()
+    if pa.types.is_list(kind):
+        return pa.list_(kind.value_field.with_type(_without_float16(kind.value_type)))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(kind.value_field.with_type(_without_float16(kind.value_type)))
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(kind.value_field.with_type(_without_float16(kind.value_type)), kind.list_size)
+    if pa.types.is_struct(kind):
+        return pa.struct([f.with_type(_without_float16(f.type)) for f in kind])
+    return kind
 
 
 def declared_scan(out: Path, files: pa.Table, schemas: dict[str, pa.Schema]) -> str:
@@ -86,8 +138,10 @@ def query(out: str | Path, sql: str) -> pa.Table:
     """
     con, files = _open(out)
     check_read_only(con, sql)
-    readable = sorted({*files, *status_files(out)})
-    con.execute(f"SET allowed_paths = [{', '.join(_quote(p) for p in readable)}]")
+    if Location.of(out).local:
+        readable = sorted({*files, *status_files(out)})
+        con.execute(f"SET allowed_paths = [{', '.join(_quote(p) for p in readable)}]")
+    # (on a store the views read registered Arrow datasets: DuckDB itself may open no file at all)
     con.execute("SET autoinstall_known_extensions = false; SET autoload_known_extensions = false")
     con.execute("SET enable_external_access = false; SET lock_configuration = true")
     try:

@@ -87,8 +87,11 @@ def search(args) -> int:
     from pipeline.catalog.search import load_model_of
     from pipeline.run.models import loading, model_fields
 
-    run_json = Path(args.output) / "run.json"
-    settings = json.loads(run_json.read_text())["config"]["stages"].get("clip_score") if run_json.exists() else None
+    from pipeline.store.location import Location
+
+    loc = Location.of(args.output)
+    settings = json.loads(loc.read_bytes("run.json"))["config"]["stages"].get("clip_score") \
+        if loc.is_file("run.json") else None
     with loading(model_fields("stages.clip_score", settings)):
         clip = load_model_of(args.output)
     table = search(args.output, args.text, args.k, include_rejected=args.all, clip=clip)
@@ -106,5 +109,6 @@ def report(args) -> int:
     if args.thumbnails < 0 or args.examples < 0:
         raise ValueError("--thumbnails and --examples must be >= 0")
     path = write_report(args.output, args.to, thumbnails=args.thumbnails, examples=args.examples)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    size = path.stat().st_size if isinstance(path, Path) else None  # (a URI: the report is on the store)
+    print(f"wrote {path}" + (f" ({size / 1e6:.1f} MB)" if size is not None else ""))
     return 0

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.store.commit import CommitLog, WaveWriter
+from pipeline.store.location import Location
 from pipeline.store.ownership import claim_output
 from schemas.catalog import CLIPS, VIDEOS, conform, extend
 
@@ -43,7 +44,7 @@ def write_output(out: str | Path, run_id: str, waves: int, videos_per_wave: int,
     `duplicates`: the share of clips that are near-copies (distance ~1e-4) of a clip drawn from `pool`
     (earlier vectors, e.g. a previous call's) or of an earlier clip of this call. `stream`: applied to each
     wave's clips before they are written, as the run's stages would be (e.g. the filter stage)."""
-    out = Path(out)
+    out = Location.of(out)  # a folder, or a prefix on an object store
     claim_output(out)
     rng = np.random.default_rng(seed)
     writer, log = WaveWriter(str(out), CLIPS_SCHEMA), CommitLog(out)

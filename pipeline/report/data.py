@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.store.location import Location
 from schemas.catalog import CLIPS
 
 NUMERIC = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
@@ -158,7 +159,16 @@ def sample(con, out: Path, past: int | None = None, rows: int | None = None) -> 
     files = files.filter(pc.equal(files.column("table"), "clips"))
     step = max(1, math.ceil(total / rows))
     chosen = files.take(pa.array(range(0, files.num_rows, step), pa.int64()))
-    con.execute(f"CREATE OR REPLACE VIEW clips_sampled_written AS {declared_scan(out, chosen, schemas)}")
+    loc = Location.of(out)
+    if loc.local:
+        con.execute(f"CREATE OR REPLACE VIEW clips_sampled_written AS {declared_scan(out, chosen, schemas)}")
+    else:  # a store: an Arrow dataset of the chosen files, as the views are (pipeline/catalog/views.py)
+        from pipeline.catalog.views import store_dataset
+
+        keys = dict.fromkeys(chosen.column("schema_id").to_pylist())
+        con.register("_arrow_clips_sampled", store_dataset(loc, chosen.column("path").to_pylist(),
+                                                           [schemas[k] for k in keys if k in schemas]))
+        con.execute("CREATE OR REPLACE VIEW clips_sampled_written AS SELECT * FROM _arrow_clips_sampled")
     con.execute(f"CREATE OR REPLACE VIEW clips_sample AS {overlaid('clips_sampled_written')}")
     return "clips_sample", con.execute("SELECT count(*) FROM clips_sampled_written").fetchall()[0][0]
 
@@ -182,8 +192,10 @@ def examples(con, per_reason: int, table: str = "clips") -> list[dict[str, Any]]
 
 def runs(out: Path) -> list[dict[str, Any]]:
     """Every run's record (`_runs/*.json`; `run.json` alone for outputs older than `_runs/`), oldest first."""
-    paths = sorted((out / "_runs").glob("*.json")) or ([out / "run.json"] if (out / "run.json").exists() else [])
-    records = [json.loads(p.read_text()) for p in paths]
+    loc = Location.of(out)
+    paths = [f"_runs/{n}" for n in loc.names("_runs") if n.endswith(".json")] or \
+        (["run.json"] if loc.is_file("run.json") else [])
+    records = [json.loads(loc.read_bytes(p)) for p in paths]
     return sorted(records, key=lambda r: r.get("started_at", 0))
 
 

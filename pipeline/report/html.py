@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipeline.report import data, plots
 from pipeline.catalog.views import connect
+from pipeline.store.location import Location
 from stages import STAGES
 
 SECTIONS = {"funnel": "Funnel", "durations": "Durations", "scores": "Scores", "captions": "Captions",
@@ -45,10 +46,13 @@ justify-content:center;color:#aaa;background:#eee}code{font-size:12px;background
 
 
 def write_report(out: str | Path, path: str | Path | None = None, thumbnails: int = 48, examples: int = 6) -> Path:
-    """Write the report (default OUT/report.html, atomically); returns its path."""
-    out = Path(out)
-    target = Path(path) if path else out / "report.html"
+    """Write the report (default OUT/report.html, atomically); returns its path (a URI for a store's OUT)."""
+    loc = Location.of(out)
     page = build_html(out, thumbnails=thumbnails, examples=examples)
+    if not path and not loc.local:
+        loc.write_bytes("report.html", page.encode("utf-8"))
+        return loc.uri("report.html")
+    target = Path(path) if path else loc.path / "report.html"
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(target)
@@ -57,7 +61,8 @@ def write_report(out: str | Path, path: str | Path | None = None, thumbnails: in
 
 def build_html(out: str | Path, con=None, thumbnails: int = 48, examples: int = 6) -> str:
     """The page as a string; `con` defaults to `connect(out)` (any connection with the catalog's views)."""
-    out = Path(out)
+    loc = Location.of(out)
+    out = loc.path if loc.local else loc
     con = con or connect(out)
     cols = data.columns(con)
     runs = data.runs(out)
@@ -67,13 +72,13 @@ def build_html(out: str | Path, con=None, thumbnails: int = 48, examples: int = 
             _timing(con, runs)]
     configured = runs[-1].get("config", {}).get("stages", {}) if runs else {}
     stages = [name for name in STAGES if name in configured]  # plan order (run.json's keys are sorted)
-    head = (f"<header><h1>vidprep dataset report</h1><p>{_e(str(out.resolve()))}</p>"
+    head = (f"<header><h1>vidprep dataset report</h1><p>{_e(str(out.resolve()) if loc.local else str(loc))}</p>"
             f"<p>generated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} · {len(runs)} run(s) · "
             f"stages: {_e(' → '.join(stages) or 'unknown')}</p></header>")
     nav = "<nav>" + "".join(f'<a href="#{k}">{v}</a>' for k, v in SECTIONS.items()) + "</nav>"
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>vidprep report: {_e(out.name)}</title><style>{CSS}</style></head><body>"
+            f"<title>vidprep report: {_e(loc.root.rsplit('/', 1)[-1])}</title><style>{CSS}</style></head><body>"
             f"{head}{nav}<main>{''.join(body)}</main></body></html>\n")
 
 

@@ -22,6 +22,8 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
+from pipeline.store.location import Location
+
 log = logging.getLogger("vidprep")
 RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -167,7 +169,8 @@ class Progress:
         accepted = rejected = 0
         for info in files:
             if info.get("table") == "clips":
-                status = pq.read_table(Path(out) / info["path"], columns=["status"]).column("status").to_pylist()
+                status = pq.read_table(Location.of(out).full(info["path"]), columns=["status"], **Location.of(out).filesystem).column(
+                    "status").to_pylist()
                 accepted += status.count("accepted")
                 rejected += status.count("rejected")
         with self._lock:

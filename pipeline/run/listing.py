@@ -76,9 +76,11 @@ def _list_remote(root: str, exts: tuple[str, ...], recursive: bool) -> Iterator[
     from pyarrow import fs
 
     filesystem, base = fs.FileSystem.from_uri(root)
-    scheme = urlparse(root).scheme
+    parts = urlparse(root)
     selector = fs.FileSelector(base, recursive=recursive, allow_not_found=False)
     infos = sorted(filesystem.get_file_info(selector), key=lambda i: i.path)
     for info in infos:
         if info.type == fs.FileType.File and info.path.lower().endswith(exts):
-            yield f"{scheme}://{info.path}"
+            # The root's query (endpoint_override, scheme, region) stays on every source URI: a worker
+            # opening it must reach the same server, never the default public endpoint.
+            yield parts._replace(netloc="", path="//" + info.path).geturl()

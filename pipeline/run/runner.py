@@ -11,6 +11,7 @@ import logging
 import platform
 import sys
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -20,11 +21,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.store.commit import STAGING, CommitLog, OutputLock, WaveWriter, atomic_write_json
+from pipeline.store.commit import STAGING, CommitLog, OutputLock, WaveWriter, write_json
 from pipeline.store.compact import compact_if_many
 from pipeline.config import Config
 from pipeline.run.executors import RayExecutor, SequentialExecutor
 from pipeline.store.faults import crash_point
+from pipeline.store.location import Location, with_endpoint
 from pipeline.store.manifest import Manifest
 from pipeline.store.ownership import claim_output
 from pipeline.store.writable import probe as probe_writable, unwritable_as_error
@@ -88,43 +90,53 @@ def run(config: Config, source: str, output: str | Path, *, progress: bool = Tru
     """One run. `progress`: Ray Data's per-stage bars, on a terminal only; `verbose`: Ray's and the
     libraries' lines on the console too (they always go to OUT/logs/<run_id>.log); `interval`:
     seconds between vidprep's progress lines."""
-    out = Path(output).absolute()  # the pending table and staged files are read and written by workers
+    # The pending table and staged files are read and written by workers: an absolute path, or a URI
+    # that carries its endpoint (pipeline/store/location.py).
+    loc = Location.of(output, config.storage.endpoint, config.storage.region)
+    out = loc.path if loc.local else loc
     if "://" not in source:  # a local input: workers in other folders get absolute source paths
         source = str(Path(source).absolute())
+    else:  # a store: its endpoint explicit in the URI, so every listed source URI carries it
+        source = with_endpoint(source, config.storage.endpoint, config.storage.region)
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + secrets.token_hex(3)
     result = RunResult(run_id=run_id, out=out, source=source, extensions=list(config.input.extensions),
                        recursive=config.input.recursive)
-    with unwritable_as_error(out):  # read-only, no permission, no space: one line naming the path (exit 3)
+    with unwritable_as_error(str(out)):  # read-only, no permission, no space: one line naming the path (exit 3)
         return _run(config, source, out, result, started, progress, allow_config_change, verbose, interval)
 
 
-def _run(config: Config, source: str, out: Path, result: RunResult, started: float, progress: bool,
+def _run(config: Config, source: str, out: "Path | Location", result: RunResult, started: float, progress: bool,
          allow_config_change: bool, verbose: bool, interval: float) -> RunResult:
     claim_output(out, source)  # refuses a folder that is not vidprep's or overlaps the input, before any write
     probe_writable(out)  # a read-only or full output fails here, before any work
     run_id = result.run_id
+    loc = Location.of(out)
+    logs = log_path(out if loc.local else Path(tempfile.gettempdir(), "vidprep"), run_id)
     try:
         # vidprep reads nothing from a terminal; a child that does (scenedetect's ffmpeg probe) would hang
         # the run, so every process started during it (the embedded Ray cluster included) gets /dev/null.
-        with stdin_detached(), OutputLock(out), run_logging(log_path(out, run_id), verbose):
+        with stdin_detached(), OutputLock(out, run_id) as lock, run_logging(logs, verbose):
             commits = CommitLog(out)
             result.recovered = commits.recover()
             _check_fingerprint(commits, config, allow_config_change)
-            pending = out / STAGING / f"pending-{run_id}.parquet"
+            pending_rel = f"{STAGING}/pending-{run_id}.parquet"
+            pending = out / pending_rel if loc.local else loc.uri(pending_rel)
             wave_sizes, result.listed, result.skipped = write_pending(
-                pending, list_sources(source, config.input.extensions, config.input.recursive,
+                loc, pending_rel, list_sources(source, config.input.extensions, config.input.recursive,
                                       config.input.follow_symlinks),
                 commits.committed_sources(), config.run.wave_size, run_id)
             result.processed = sum(wave_sizes.values())
             log.info("%d sources listed, %d already committed, %d to process in %d waves (log: %s)",
-                     result.listed, result.skipped, result.processed, len(wave_sizes), log_path(out, run_id))
+                     result.listed, result.skipped, result.processed, len(wave_sizes), logs)
             if result.processed:
                 bars = progress and sys.stderr.isatty()  # off a terminal Ray's bars are a 20-line dump
-                _execute(config, source, pending, result, wave_sizes, commits, bars, interval)
-            pending.unlink(missing_ok=True)
+                _execute(config, source, pending, result, wave_sizes, commits, bars, interval, lock)
+            loc.delete(pending_rel)
             result.wall_s = time.time() - started
-            _write_run_json(out, config, result, started)
+            _write_run_json(loc, config, result, started)
+        if not loc.local:  # the log was written here; a copy goes beside the output's records
+            loc.write_bytes(f"logs/{run_id}.log", logs.read_bytes())
     except KeyboardInterrupt:
         exit_on_second_interrupt()
         raise RunInterrupted(result) from None
@@ -139,7 +151,7 @@ def _run(config: Config, source: str, out: Path, result: RunResult, started: flo
 
 
 def _execute(config: Config, source: str, pending: Path, result: RunResult, wave_sizes: dict[str, int],
-             commits: CommitLog, bars: bool, interval: float) -> None:
+             commits: CommitLog, bars: bool, interval: float, lock: OutputLock) -> None:
     if config.run.runner == "ray":
         executor = RayExecutor(config.run.ray_address, config.run.num_cpus, config.run.videos_per_task,
                                config.run.writer_rows, bars, config.run.task_retries, config.run.actor_restarts,
@@ -161,7 +173,9 @@ def _execute(config: Config, source: str, pending: Path, result: RunResult, wave
         result.plan = plan_record(plan)
         registry = executor.registry(committed_owners(result.out))
         devices = executor.device_log()
-        writer = WaveWriter(str(result.out.resolve()), clips_schema, registry)  # absolute: workers may run elsewhere
+        # absolute, or the store's URI with its endpoint: workers may run elsewhere
+        writer = WaveWriter(str(result.out.resolve()) if isinstance(result.out, Path) else str(result.out),
+                            clips_schema, registry)
         fingerprint = config.fingerprint()
         with executor.worker_output(), progress_lines(counts, interval):
             try:
@@ -170,6 +184,7 @@ def _execute(config: Config, source: str, pending: Path, result: RunResult, wave
                     counts.manifest(manifest)
                     for wave_id in tracker.add(manifest):
                         sources, files = tracker.take(wave_id)
+                        lock.check()  # a store lease another run took: stop before writing a record
                         record = commits.commit(wave_id, result.run_id, sources, files, fingerprint)
                         result.waves += 1
                         result.clips += record["counts"].get("clips", 0)
@@ -200,14 +215,15 @@ def _stream_near_duplicates(config: Config, plan: list, result: RunResult) -> No
     log.info("near-duplicates in the stream: %s", why)
 
 
-def write_pending(path: Path, sources, committed: set[str], wave_size: int, run_id: str,
+def write_pending(loc: Location, rel: str, sources, committed: set[str], wave_size: int, run_id: str,
                   chunk: int = 8192) -> tuple[dict[str, int], int, int]:
-    """Stream the sources not yet committed into a Parquet table; assign waves in listing order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Stream the sources not yet committed into a Parquet table (OUT/`rel`); assign waves in listing order."""
+    if loc.local:
+        Path(loc.full(rel)).parent.mkdir(parents=True, exist_ok=True)
     wave_sizes: dict[str, int] = {}
     listed = skipped = ordinal = 0
     rows: list[tuple[int, str, str]] = []
-    with pq.ParquetWriter(path, PENDING_SCHEMA) as writer:
+    with pq.ParquetWriter(loc.full(rel), PENDING_SCHEMA, **loc.filesystem) as writer:
         def flush():
             if rows:
                 columns = list(zip(*rows))
@@ -249,9 +265,9 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def _write_run_json(out: Path, config: Config, result: RunResult, started: float) -> None:
+def _write_run_json(loc: Location, config: Config, result: RunResult, started: float) -> None:
     totals: dict[str, int] = {}
-    for counts in Manifest(out).load()[0].column("counts").to_pylist():  # the records' counts, via the manifest
+    for counts in Manifest(loc).load()[0].column("counts").to_pylist():  # the records' counts, via the manifest
         for table, count in json.loads(counts).items():
             totals[table] = totals.get(table, 0) + count
     info: dict[str, Any] = {
@@ -262,6 +278,5 @@ def _write_run_json(out: Path, config: Config, result: RunResult, started: float
         "recovered": result.recovered, "host": platform.node(), "plan": result.plan,
         "devices": result.devices,
     }
-    atomic_write_json(out / "run.json", info)
-    (out / "_runs").mkdir(exist_ok=True)
-    atomic_write_json(out / "_runs" / f"{result.run_id}.json", info)
+    write_json(loc, "run.json", info)
+    write_json(loc, f"_runs/{result.run_id}.json", info)

@@ -3,7 +3,16 @@
 Workers write a wave's rows into `OUT/_staging/<wave_id>/` (WaveWriter, the
 last task of the plan) and report what they wrote; the driver publishes a wave
 once every one of its videos is complete: files are renamed into place, then
-`_commits/<wave_id>.json` is written atomically. The record is the truth:
+`_commits/<wave_id>.json` is written atomically.
+
+On an object store (OUT is a URI, pipeline/store/location.py) there is no
+rename: workers write each file once, under its final content-derived name
+(`<wave>-part-<hash>.parquet`, one PUT: whole or absent), the record is one
+object written last, and a rerun deletes every file under catalog/ and
+shards/ that is named like vidprep's and that no record lists (the prefix is
+vidprep's: pipeline/store/ownership.py). Locally the staged rename stays:
+there a crash can leave a half-written file (a PUT can't), and the publish
+journal lets recovery delete only files vidprep itself named. The record is the truth:
 readers see only files a record lists (through the manifest that mirrors the
 records, pipeline/store/manifest.py), and a rerun removes what a dead run
 left (staging, and the files a wave's publish journal names that no record
@@ -28,8 +37,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.store.faults import crash_point
+from pipeline.store.lease import StoreLease
+from pipeline.store.location import Location, is_remote
 from pipeline.store.manifest import Manifest, encode_schema, live_files, schema_id
-from pipeline.store.ownership import is_own_data_file, require_claimed
+from pipeline.store.ownership import DATA_DIRS, DATA_FILE, is_own_data_file, require_claimed
 from schemas.catalog import CLIPS, SCHEMA_VERSION, VIDEOS, conform
 
 STAGING = "_staging"
@@ -94,6 +105,8 @@ class WaveWriter:
         # Named after its whole content (the file's hash): a retried task rewrites the same file, and two
         # different batches never share a name. (Naming by the first column lost rows: two copies of the
         # same bytes share a video_id, and every stats table of a bucket starts with the bucket's name.)
+        if is_remote(self.out):
+            return self._put(wave_id, folder, table_name, table, **options)
         staged = Path(self.out, STAGING, wave_id, folder)
         staged.mkdir(parents=True, exist_ok=True)
         tmp = staged / f".part.tmp{os.getpid()}-{secrets.token_hex(4)}"
@@ -108,6 +121,17 @@ class WaveWriter:
         rel = f"{folder}/part-{digest[:16]}.parquet"
         os.replace(tmp, Path(self.out, STAGING, wave_id, rel))
         return {"path": rel, "table": table_name, "rows": table.num_rows, "bytes": size, "blake2b": digest}
+
+    def _put(self, wave_id: str, folder: str, table_name: str, table: pa.Table, **options) -> dict[str, Any]:
+        """On a store: the file's bytes in memory first (its name is their hash), then one PUT under its
+        final name. Invisible to readers until the wave's record lists it."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, **({"compression": "zstd", "row_group_size": 4096} | options))
+        data = sink.getvalue()
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        rel = f"{folder}/part-{digest[:16]}.parquet"
+        Location.of(self.out).write_bytes(published_path(rel, wave_id), data)
+        return {"path": rel, "table": table_name, "rows": table.num_rows, "bytes": data.size, "blake2b": digest}
 
 
 def drop_duplicates(rows: pa.Table, registry) -> pa.Table:
@@ -158,11 +182,17 @@ def catalog_tables(rows: pa.Table, clips_schema: pa.Schema = CLIPS) -> dict[str,
 class CommitLog:
     """The `_commits/` records of an output folder, and the operations that keep them the truth."""
 
-    def __init__(self, out: str | Path):
-        self.out = Path(out)
-        self.dir = self.out / COMMITS
+    def __init__(self, out: "str | Path | Location"):
+        self.loc = Location.of(out)
+        self.out = self.loc.path if self.loc.local else self.loc
+        self.dir = self.out / COMMITS if self.loc.local else None
 
     def records(self) -> Iterator[dict[str, Any]]:
+        if not self.loc.local:
+            for name in self.loc.names(COMMITS):
+                if name.endswith(".json"):
+                    yield read_record(f"{COMMITS}/{name}", RECORD_KEYS, "commit record", DAMAGED_COMMIT, self.loc)
+            return
         if self.dir.is_dir():
             for path in sorted(self.dir.glob("*.json")):
                 yield read_record(path, RECORD_KEYS, "commit record", DAMAGED_COMMIT)
@@ -171,12 +201,13 @@ class CommitLog:
         waves, _ = Manifest(self.out).load()
         return set(pc.list_flatten(waves.column("sources")).to_pylist()) if waves.num_rows else set()
 
-    def files(self, table: str | None = None) -> list[str]:
-        """Committed data files readers see (absolute paths), optionally of one table; from the manifest,
-        which equals the records (pipeline/store/manifest.py), minus files a compaction replaced."""
+    def files(self, table: str | None = None, relative: bool = False) -> list[str]:
+        """Committed data files readers see (absolute paths; URIs on a store; relative to OUT with `relative`),
+        optionally of one table; from the manifest, which equals the records (pipeline/store/manifest.py),
+        minus files a compaction replaced."""
         files = live_files(Manifest(self.out).load()[0])
-        root = str(self.out)
-        return [f"{root}/{path}" for path, name in zip(files.column("path").to_pylist(),
+        root = str(self.out) if self.loc.local else None
+        return [path if relative else f"{root}/{path}" if root else self.loc.uri(path) for path, name in zip(files.column("path").to_pylist(),
                                                             files.column("table").to_pylist())
                 if table is None or name == table]
 
@@ -187,6 +218,8 @@ class CommitLog:
         (pipeline/store/ownership.py): a file someone else put under catalog/ or shards/ stays.
         """
         require_claimed(self.out)
+        if not self.loc.local:
+            return self._recover_store()
         # The records through the manifest: only records it lacks are parsed (a damaged one stops here).
         waves, _ = Manifest(self.out).load()
         listed = set(pc.struct_field(pc.list_flatten(waves.column("files")), "path").to_pylist()) \
@@ -213,13 +246,32 @@ class CommitLog:
             shutil.rmtree(staging)
         return removed
 
+    def _recover_store(self) -> dict[str, int]:
+        """On a store: delete files named like vidprep's under catalog/ and shards/ that no record lists
+        (a wave that died before its record, or a compaction's replaced files), and the staging prefix."""
+        waves, _ = Manifest(self.loc).load()
+        live = set(live_files(waves).column("path").to_pylist())
+        replaced = set(pc.list_flatten(waves.column("replaces")).to_pylist()) if waves.num_rows else set()
+        removed = {"staging": 0, "orphans": 0, "replaced": 0}
+        for top in DATA_DIRS:
+            for rel in self.loc.files(top):
+                if rel in live or not DATA_FILE.fullmatch(rel.rsplit("/", 1)[-1]):
+                    continue
+                self.loc.delete(rel)
+                removed["replaced" if rel in replaced else "orphans"] += 1
+        removed["staging"] = self.loc.delete_tree(STAGING)
+        return removed
+
     def commit(self, wave_id: str, run_id: str, sources: list[str], files: list[dict[str, Any]],
                fingerprint: str, replaces: list[str] | None = None) -> dict[str, Any]:
         """Publish a staged wave: journal its files, rename them into place, then write its record atomically,
         then add it to the manifest. `replaces`: committed files this wave's files take the place of
-        (`vidprep compact`); readers stop seeing them when the record is written."""
+        (`vidprep compact`); readers stop seeing them when the record is written. On a store the files
+        are in place already (WaveWriter._put): only the record is written."""
         published = [{**info, "path": published_path(info["path"], wave_id)}
                      for info in sorted(files, key=lambda f: f["path"])]
+        if not self.loc.local:
+            return self._record(wave_id, run_id, sources, published, fingerprint, replaces)
         # The journal names what is about to appear under catalog/ and shards/, so a crash before the
         # record leaves files that recovery knows are vidprep's (and nothing else is ever deleted).
         (self.out / STAGING / wave_id).mkdir(parents=True, exist_ok=True)
@@ -229,13 +281,20 @@ class CommitLog:
             os.replace(self.out / STAGING / wave_id / info["path"], self.out / final["path"])
         for folder in {self.out / Path(p["path"]).parent for p in published}:
             _fsync_dir(folder)
+        record = self._record(wave_id, run_id, sources, published, fingerprint, replaces)
+        shutil.rmtree(self.out / STAGING / wave_id, ignore_errors=True)  # leftovers of retried tasks
+        return record
+
+    def _record(self, wave_id: str, run_id: str, sources: list[str], published: list[dict[str, Any]],
+                fingerprint: str, replaces: list[str] | None) -> dict[str, Any]:
+        """The files are in place: write the wave's record (the moment it becomes visible), then its manifest row."""
         crash_point("published")
         counts: dict[str, int] = {}
         schemas: dict[str, str] = {}
         for info in published:
             counts[info["table"]] = counts.get(info["table"], 0) + info["rows"]
             # The file's schema, declared in the record: views are built from it, not from a footer scan.
-            schema = pq.read_schema(self.out / info["path"])
+            schema = pq.read_schema(self.loc.full(info["path"]), **self.loc.filesystem)
             info["schema_id"] = schema_id(schema)
             schemas.setdefault(info["schema_id"], encode_schema(schema))
         record = {"wave_id": wave_id, "run_id": run_id, "committed_at": time.time(),
@@ -243,18 +302,21 @@ class CommitLog:
                   "sources": sorted(sources), "counts": counts, "files": published, "schemas": schemas}
         if replaces:  # the same rows again, rewritten: counted where they were first committed
             record.update(replaces=sorted(replaces), counts={}, compacted=counts)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.dir / f"{wave_id}.json", record)
+        write_json(self.loc, f"{COMMITS}/{wave_id}.json", record)
         crash_point("committed")
-        Manifest(self.out).add(record)
-        shutil.rmtree(self.out / STAGING / wave_id, ignore_errors=True)  # leftovers of retried tasks
+        Manifest(self.loc).add(record)
         return record
 
 
-def read_record(path: Path, keys: tuple[str, ...], what: str, advice: str) -> dict[str, Any]:
-    """A JSON record vidprep wrote; a damaged one is an error naming the file and what to do."""
+def read_record(path: "Path | str", keys: tuple[str, ...], what: str, advice: str,
+                loc: Location | None = None) -> dict[str, Any]:
+    """A JSON record vidprep wrote; a damaged one is an error naming the file and what to do.
+    `loc`: `path` is relative to that output (local or on a store)."""
+    rel = None
+    if loc is not None:
+        path, rel = (loc.path / path, None) if loc.local else (loc.uri(str(path)), str(path))
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text() if rel is None else loc.read_bytes(rel).decode())
         problem = None if isinstance(record, dict) else "not a JSON object"
         problem = problem or next((f"no {k!r}" for k in keys if k not in record), None)
     except (ValueError, UnicodeDecodeError) as err:
@@ -269,12 +331,23 @@ class DamagedRecord(ValueError):
 
 
 class OutputLock:
-    """One run per output folder at a time (an advisory lock on OUT/.lock)."""
+    """One run per output folder at a time (an advisory lock on OUT/.lock; a lease on a store,
+    pipeline/store/lease.py)."""
 
-    def __init__(self, out: str | Path):
-        self.path = Path(out) / ".lock"
+    def __init__(self, out: "str | Path | Location", run_id: str = ""):
+        loc = Location.of(out)
+        self.lease = None if loc.local else StoreLease(loc, run_id=run_id)
+        self.path = loc.path / ".lock" if loc.local else None
+
+    def check(self) -> None:
+        """Raise if the output was taken from this run (a store lease that expired while paused)."""
+        if self.lease is not None:
+            self.lease.check()
 
     def __enter__(self):
+        if self.lease is not None:
+            self.lease.__enter__()
+            return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(self.path, "w")
         try:
@@ -285,8 +358,19 @@ class OutputLock:
         return self
 
     def __exit__(self, *exc):
+        if self.lease is not None:
+            return self.lease.__exit__(*exc)
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
+
+
+def write_json(loc: Location, rel: str, data: Any) -> None:
+    """A JSON file in OUT, written atomically (a rename locally, one PUT on a store)."""
+    if loc.local:
+        (loc.path / rel).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(loc.path / rel, data)
+    else:
+        loc.write_bytes(rel, json.dumps(data, indent=1, sort_keys=True, default=str).encode())
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.store.commit import CommitLog, OutputLock, WaveWriter
+from pipeline.store.location import Location
 from pipeline.store.manifest import Manifest, live_files
 from pipeline.store.ownership import require_claimed
 
@@ -50,7 +51,8 @@ class Compaction:
 
 
 def compact(out: str | Path, target_rows: int = TARGET_ROWS, small_bytes: int = SMALL_BYTES) -> Compaction:
-    out = Path(out)
+    loc = Location.of(out)  # a folder, or a prefix on a store (the commit then writes final names directly)
+    out = loc.path if loc.local else loc
     require_claimed(out)
     result = Compaction()
     with OutputLock(out):
@@ -68,12 +70,13 @@ def compact(out: str | Path, target_rows: int = TARGET_ROWS, small_bytes: int = 
             if mine.num_rows < 2:
                 continue
             mine = mine.sort_by([("wave_id", "ascending"), ("path", "ascending")])
-            schema = _union(mine.column("schema_id").to_pylist(), schemas, out, mine.column("path").to_pylist())
+            schema = _union(mine.column("schema_id").to_pylist(), schemas, loc, mine.column("path").to_pylist())
             paths, rows = mine.column("path").to_pylist(), mine.column("rows").to_pylist()
             # (groups of one file are left alone, so compacting a compacted catalog does nothing)
             groups = [g for g in grouped(paths, rows, target_rows) if len(g) > 1]  # a lone file stays as it is
             for group in groups:
-                data = pa.concat_tables([_conform(pq.read_table(out / p), schema) for p in group]).sort_by(order)
+                data = pa.concat_tables([_conform(pq.read_table(loc.full(p), **loc.filesystem), schema)
+                                         for p in group]).sort_by(order)
                 staged.append(writer._write(wave_id, f"catalog/{table}", table, data, row_group_size=ROW_GROUP))
                 result.written[table] = result.written.get(table, 0) + 1
                 result.rows[table] = result.rows.get(table, 0) + data.num_rows
@@ -95,7 +98,7 @@ def compact_if_many(out: str | Path, above: int | None, small_bytes: int = SMALL
     Counted from the manifest (no data file is opened), so a run that leaves few files pays nothing."""
     if above is None:
         return None
-    waves, _ = Manifest(Path(out)).load()
+    waves, _ = Manifest(out).load()
     files = live_files(waves)
     small = files.filter(pc.less(files.column("bytes"), small_bytes)).column("table").to_pylist()
     if max((small.count(table) for table in TABLES), default=0) <= above:
@@ -116,7 +119,7 @@ def grouped(items: list, sizes: list[int], target: int):
         yield group
 
 
-def _union(ids: list[str | None], schemas: dict[str, pa.Schema], out: Path, paths: list[str]) -> pa.Schema:
+def _union(ids: list[str | None], schemas: dict[str, pa.Schema], loc: Location, paths: list[str]) -> pa.Schema:
     """The union of the files' schemas (declared in the manifest; read from a footer where not)."""
     merged: pa.Schema | None = None
     seen = set()
@@ -124,7 +127,7 @@ def _union(ids: list[str | None], schemas: dict[str, pa.Schema], out: Path, path
         if key in seen:
             continue
         seen.add(key)
-        schema = schemas[key] if key in schemas else pq.read_schema(out / path).remove_metadata()
+        schema = schemas[key] if key in schemas else pq.read_schema(loc.full(path), **loc.filesystem).remove_metadata()
         merged = schema if merged is None else pa.unify_schemas([merged, schema])
     return merged
 

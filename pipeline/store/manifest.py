@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.store.faults import crash_point
+from pipeline.store.location import Location
 
 FOLDER = "_manifest"
 MERGE_AT = 4  # segments before a merge: a reader reads at most this many (+1) files (~5 ms each)
@@ -72,16 +73,17 @@ def decode_schema(text: str) -> pa.Schema:
 class Manifest:
     """The committed waves of OUT as one Arrow table (WAVES), equal to what `_commits/` records say."""
 
-    def __init__(self, out: str | Path):
-        self.out = Path(out)
-        self.dir = self.out / FOLDER
+    def __init__(self, out: "str | Path | Location"):
+        self.loc = Location.of(out)
+        self.out = self.loc.path if self.loc.local else self.loc
+        self.dir = self.out / FOLDER if self.loc.local else None
 
     # -- reading --------------------------------------------------------------------------------
     def load(self) -> tuple[pa.Table, dict[str, pa.Schema]]:
         """(waves, schemas): every committed wave's row in wave_id order, and the file schemas by id."""
         from pipeline.store.commit import COMMITS
 
-        recorded = _listed_waves(self.out / COMMITS)
+        recorded = _listed_waves(self.loc, COMMITS)
         table, schemas = self._segments()
         if table.num_rows:
             # Merge leftovers: one copy per wave. Rows without a record: the record was moved away.
@@ -111,7 +113,7 @@ class Manifest:
             return WAVES.empty_table(), {}
         tables, schemas = [], {}
         for path in paths:
-            table = pq.ParquetFile(path).read()  # (read_table adds dataset discovery: 2x slower here)
+            table = self._read(path)
             meta = table.schema.metadata or {}
             for key, text in json.loads(meta.get(b"vidprep.schemas", b"{}")).items():
                 schemas[key] = decode_schema(text)
@@ -119,12 +121,22 @@ class Manifest:
         return pa.concat_tables(tables), schemas
 
     def segment_paths(self) -> list[Path]:
-        return sorted(self.dir.glob("seg-*.parquet")) if self.dir.is_dir() else []
+        """The segments (local paths; relative names on a store)."""
+        if self.loc.local:
+            return sorted(self.dir.glob("seg-*.parquet")) if self.dir.is_dir() else []
+        return [f"{FOLDER}/{n}" for n in self.loc.names(FOLDER) if n.startswith("seg-") and n.endswith(".parquet")]
+
+    def _read(self, path) -> pa.Table:
+        # (read_table adds dataset discovery: 2x slower here)
+        if self.loc.local:
+            return pq.ParquetFile(path).read()
+        with self.loc.open_input(path) as handle:
+            return pq.ParquetFile(handle).read()
 
     def _read_records(self, waves: list[str]) -> list[dict[str, Any]]:
         from pipeline.store.commit import COMMITS, DAMAGED_COMMIT, RECORD_KEYS, read_record
 
-        return [read_record(self.out / COMMITS / f"{w}.json", RECORD_KEYS, "commit record", DAMAGED_COMMIT)
+        return [read_record(f"{COMMITS}/{w}.json", RECORD_KEYS, "commit record", DAMAGED_COMMIT, self.loc)
                 for w in waves]
 
     # -- writing (under the output lock) --------------------------------------------------------
@@ -142,14 +154,15 @@ class Manifest:
         from pipeline.store.commit import COMMITS
 
         paths = self.segment_paths()
-        sizes = {p: pq.ParquetFile(p).metadata.num_rows for p in paths}
+        read = {p: self._read(p) for p in paths}
+        sizes = {p: read[p].num_rows for p in paths}
         largest = max(paths, key=lambda p: sizes[p])
         small = [p for p in paths if p != largest]
         chosen = paths if 4 * sum(sizes[p] for p in small) >= sizes[largest] else small
-        recorded = _listed_waves(self.out / COMMITS)
+        recorded = _listed_waves(self.loc, COMMITS)
         tables, schemas = [], {}
         for path in chosen:
-            table = pq.ParquetFile(path).read()  # (read_table adds dataset discovery: 2x slower here)
+            table = read[path]
             for key, text in json.loads((table.schema.metadata or {}).get(b"vidprep.schemas", b"{}")).items():
                 schemas[key] = decode_schema(text)
             tables.append(table.replace_schema_metadata(None).cast(WAVES))
@@ -160,16 +173,24 @@ class Manifest:
             self._write(table, schemas, table.column("wave_id")[0].as_py())
         crash_point("merged")
         for path in chosen:
-            path.unlink(missing_ok=True)
+            if self.loc.local:
+                path.unlink(missing_ok=True)
+            else:
+                self.loc.delete(path)
 
     def _write(self, table: pa.Table, schemas: dict[str, pa.Schema], first_wave: str) -> Path:
         used = {f["schema_id"] for files in table.column("files").to_pylist() for f in files if f["schema_id"]}
         meta = {b"vidprep.schemas": json.dumps({k: encode_schema(schemas[k]) for k in sorted(used)
                                                 if k in schemas}).encode()}
+        name = f"seg-{first_wave}-{secrets.token_hex(6)}.parquet"
+        if not self.loc.local:  # one PUT: the segment appears whole or not at all
+            pq.write_table(table.replace_schema_metadata(meta), self.loc.full(f"{FOLDER}/{name}"),
+                           compression="zstd", **self.loc.filesystem)
+            return f"{FOLDER}/{name}"
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".seg.tmp{os.getpid()}-{secrets.token_hex(4)}"
         pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
-        path = self.dir / f"seg-{first_wave}-{secrets.token_hex(6)}.parquet"
+        path = self.dir / name
         os.replace(tmp, path)
         return path
 
@@ -205,9 +226,12 @@ def live_files(waves: pa.Table) -> pa.Table:
     return files
 
 
-def _listed_waves(folder: Path) -> set[str]:
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return set()
+def _listed_waves(loc: Location, folder: str) -> set[str]:
+    if loc.local:
+        try:
+            names = os.listdir(loc.full(folder))
+        except FileNotFoundError:
+            return set()
+    else:
+        names = loc.names(folder)
     return {name[:-5] for name in names if name.endswith(".json") and not name.startswith(".")}

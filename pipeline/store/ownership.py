@@ -32,9 +32,16 @@ class OutputRefused(ValueError):
     """An output folder vidprep will not write into; the message names the path and why."""
 
 
-def claim_output(out: str | Path, source: str | None = None) -> Path:
+def claim_output(out, source: str | None = None):
     """Check `out` is safe to write and clean up, and mark it as vidprep's (before any file is touched)."""
-    out = Path(out)
+    from pipeline.store.location import Location
+
+    loc = Location.of(out)
+    if not loc.local:
+        if source is not None and "://" in source:
+            check_no_overlap_store(loc, source)
+        return _claim_store(loc)
+    out = loc.path
     if source is not None:
         check_no_overlap(out, source)
     if out.exists() and not out.is_dir():
@@ -51,12 +58,30 @@ def claim_output(out: str | Path, source: str | None = None) -> Path:
     return out
 
 
-def is_claimed(out: str | Path) -> bool:
-    marker = Path(out) / MARKER
-    if not marker.is_file():
+def _claim_store(loc):
+    """The same rule for a prefix on an object store: new, empty, or vidprep's."""
+    if is_claimed(loc):
+        return loc
+    names = loc.names()
+    if names and not any(sign in names for sign in LEGACY_SIGNS):
+        raise OutputRefused(f"output {loc} holds other objects and no {MARKER}: vidprep writes only into a new "
+                            "or empty prefix, or one it made, since a rerun deletes objects it finds under catalog/ "
+                            "and shards/ that it wrote but never committed; choose a new output prefix")
+    from pipeline.store.commit import write_json
+
+    write_json(loc, MARKER, _marker())
+    return loc
+
+
+def is_claimed(out) -> bool:
+    from pipeline.store.location import Location
+
+    loc = Location.of(out)
+    if not loc.is_file(MARKER):
         return False
+    marker = loc.uri(MARKER)
     try:
-        return json.loads(marker.read_text()).get("vidprep_output") == 1
+        return json.loads(loc.read_bytes(MARKER)).get("vidprep_output") == 1
     except (ValueError, UnicodeDecodeError, AttributeError):
         raise OutputRefused(f"{marker}: not a vidprep marker (damaged?); vidprep will not clean up this "
                             "folder: restore the file or choose a new output folder") from None
@@ -85,6 +110,18 @@ def check_no_overlap(out: str | Path, source: str) -> None:
     raise OutputRefused(f"output {out} {why}: choose an output folder apart from the input")
 
 
+def check_no_overlap_store(loc, source: str) -> None:
+    """The same refusal on a store: an output prefix that is the input's, inside it, or contains it."""
+    from pipeline.store.location import Location
+
+    src = Location.of(source)
+    if type(src.fs) is not type(loc.fs):
+        return
+    a, b = src.root.rstrip("/") + "/", loc.root.rstrip("/") + "/"
+    if a.startswith(b) or b.startswith(a):
+        raise OutputRefused(f"output {loc} overlaps the input {source}: choose an output prefix apart from the input")
+
+
 def is_own_data_file(out: Path, rel: str) -> bool:
     """A path a publish journal names: inside OUT/catalog or OUT/shards, a regular file, named like vidprep's."""
     path = out / rel
@@ -97,6 +134,9 @@ def is_own_data_file(out: Path, rel: str) -> bool:
 def _write_marker(out: Path) -> None:
     from pipeline.store.commit import atomic_write_json
 
-    atomic_write_json(out / MARKER, {
-        "vidprep_output": 1, "created_at": time.time(),
-        "note": "this folder is a vidprep output: vidprep may delete files it wrote here (never others)"})
+    atomic_write_json(out / MARKER, _marker())
+
+
+def _marker() -> dict:
+    return {"vidprep_output": 1, "created_at": time.time(),
+            "note": "this folder is a vidprep output: vidprep may delete files it wrote here (never others)"}

@@ -47,14 +47,20 @@ STATUS = pa.schema([pa.field("clip_id", pa.string(), nullable=False),
 
 
 class StatusLog:
-    def __init__(self, out: str | Path):
-        self.out = Path(out)
+    def __init__(self, out):
+        from pipeline.store.location import Location
+
+        self.loc = Location.of(out)
+        self.out = self.loc.path if self.loc.local else self.loc
 
     def records(self) -> list[dict[str, Any]]:
         from pipeline.store.commit import read_record
 
-        folder = self.out / RECORDS
         advice = "restore it from a backup, or move it out of _status/ to fall back to the previous version"
+        if not self.loc.local:
+            return [read_record(f"{RECORDS}/{n}", ("version",), "status record", advice, self.loc)
+                    for n in self.loc.names(RECORDS) if n.startswith("v") and n.endswith(".json")]
+        folder = self.out / RECORDS
         return [read_record(p, ("version",), "status record", advice)
                 for p in sorted(folder.glob("v*.json"))] if folder.is_dir() else []
 
@@ -62,9 +68,13 @@ class StatusLog:
         """The newest record; only it is read (versions accumulate, one per refilter or run)."""
         from pipeline.store.commit import read_record
 
+        advice = "restore it from a backup, or move it out of _status/ to fall back to the previous version"
+        if not self.loc.local:
+            names = [n for n in self.loc.names(RECORDS) if n.startswith("v") and n.endswith(".json")]
+            return read_record(f"{RECORDS}/{max(names)}", ("version",), "status record", advice, self.loc) \
+                if names else None
         folder = self.out / RECORDS
         newest = max(folder.glob("v*.json"), default=None) if folder.is_dir() else None
-        advice = "restore it from a backup, or move it out of _status/ to fall back to the previous version"
         return read_record(newest, ("version",), "status record", advice) if newest else None
 
     def recover(self) -> int:
@@ -138,9 +148,17 @@ def record_files(record: dict[str, Any] | None, with_index: bool = False) -> lis
 
 def attach(con, out: str | Path) -> None:
     """Turn the `clips` view into clips-as-written plus the newest overlay (views clips_written, clip_status)."""
-    files = record_files(StatusLog(out).latest())
+    log = StatusLog(out)
+    files = record_files(log.latest())
     con.execute("ALTER VIEW clips RENAME TO clips_written")
-    if files:
+    if files and not log.loc.local:  # a store: an Arrow dataset of the overlay files (pipeline/catalog/views.py)
+        import pyarrow.dataset as ds
+
+        con.register("_arrow_clip_status", ds.dataset([log.loc.full(f) for f in files], schema=STATUS,
+                                                     format="parquet", filesystem=log.loc.fs))
+        con.execute("""CREATE VIEW clip_status AS SELECT clip_id, source_uri, any_value(status) AS status,
+                       any_value(reason) AS reason FROM _arrow_clip_status GROUP BY clip_id, source_uri""")
+    elif files:
         listing = ", ".join("'" + str(Path(out) / f).replace("'", "''") + "'" for f in files)
         # One row per key by construction; saying so (GROUP BY) lets DuckDB drop the join from queries that
         # use no overlay column (a count(*) of clips then costs what a count of the files costs).

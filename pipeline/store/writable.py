@@ -36,7 +36,19 @@ class OutputUnwritable(Exception):
 
 def probe(out: str | Path) -> None:
     """Make `out` if needed and write, sync and remove one block in it: fails at start, not mid-run."""
-    out = Path(out)
+    from pipeline.store.location import Location
+
+    loc = Location.of(out)
+    if not loc.local:  # a store: one small object written and deleted (credentials, bucket, permissions)
+        name = f".vidprep-probe-{secrets.token_hex(4)}"
+        try:
+            loc.write_bytes(name, b"\0" * PROBE_BYTES)
+            loc.delete(name)
+        except OSError as err:
+            raise OutputUnwritable(f"cannot write {loc}: {str(err).splitlines()[0]}; check the bucket, the "
+                                   "endpoint (storage.endpoint) and the credentials, then run again") from err
+        return
+    out = loc.path
     with unwritable_as_error(out):
         out.mkdir(parents=True, exist_ok=True)
         path = out / f".vidprep-probe-{secrets.token_hex(4)}"
@@ -60,6 +72,8 @@ def unwritable_as_error(out: str | Path) -> Iterator[None]:
     except OutputUnwritable:
         raise
     except Exception as err:  # noqa: BLE001 - only output problems are translated; the rest re-raised
+        if "://" in str(out):
+            raise
         problem = output_problem(err, Path(out))
         if problem is None:
             raise

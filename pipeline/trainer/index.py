@@ -15,6 +15,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any
 
 import numpy as np
@@ -23,12 +24,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.store.commit import COMMITS, CommitLog
+from pipeline.store.location import Location, is_remote
 from schemas.catalog import validate
 from schemas.shards import LATENT_METADATA_KEY, SHARD_INDEX
 
 
-def resolve_output(path: str | Path) -> Path:
-    """The pipeline output folder for `--data`: OUT itself, or OUT/shards (as DESIGN.md writes it)."""
+def resolve_output(path: str | Path):
+    """The pipeline output folder for `--data`: OUT itself, or OUT/shards (as DESIGN.md writes it); on an
+    object store, its Location (pipeline/store/location.py)."""
+    if is_remote(path):
+        loc = Location.of(path)
+        parts = urlparse(loc.uri_root)
+        parent = parts._replace(path=parts.path.rstrip("/").rsplit("/", 1)[0]).geturl()
+        for candidate in (loc, Location.of(parent) if loc.root.endswith("/shards") else None):
+            if candidate is not None and COMMITS in candidate.names():
+                return candidate
+        raise FileNotFoundError(f"{path}: not a vidprep output (no {COMMITS}/ records here or one level up)")
     path = Path(path)
     for candidate in (path, path.parent):
         if (candidate / COMMITS).is_dir():
@@ -66,12 +77,14 @@ class ShardIndex:
         index_files = log.files("shard_index")
         if not index_files:
             raise FileNotFoundError(f"{out}: the commit records list no shard_index files (run the encode stage first)")
-        table = pa.concat_tables([pq.read_table(f, schema=SHARD_INDEX) for f in index_files])
+        loc = Location.of(out)
+        table = pa.concat_tables([pq.read_table(loc.full(f), schema=SHARD_INDEX, **loc.filesystem)
+                                  for f in log.files("shard_index", relative=True)])
         validate(table, SHARD_INDEX)
         table = table.sort_by([("file", "ascending"), ("row_group", "ascending"), ("row", "ascending")])
         if table.num_rows == 0:
             raise ValueError(f"{out}: the shard index has no rows")
-        committed = {str(Path(f).relative_to(out)) for f in log.files("shards")}
+        committed = set(log.files("shards", relative=True))
         files = pc.unique(table.column("file")).to_pylist()
         missing = [f for f in files if f not in committed]
         if missing:
@@ -94,8 +107,9 @@ class ShardIndex:
                     row=table.column("row").to_numpy().astype(np.int32),
                     clip_id=table.column("clip_id").combine_chunks(),
                     key=key.reshape(-1).astype(np.int32), keys=keys)
-        index.meta = read_latent_metadata(out / files[0])
-        index.channel_mean, index.channel_std = channel_stats(log.files("shard_stats"), index.channels)
+        index.meta = read_latent_metadata(loc, files[0])
+        index.channel_mean, index.channel_std = channel_stats(
+            [loc.full(f) for f in log.files("shard_stats", relative=True)], index.channels, loc)
         index.hash = index.compute_hash()
         return index
 
@@ -116,17 +130,20 @@ class ShardIndex:
         return [{"bucket": b, "latent_shape": list(s), "rows": int(n)} for (b, s), n in zip(self.keys, counts)]
 
 
-def read_latent_metadata(path: Path) -> dict[str, Any]:
-    metadata = pq.read_schema(path).metadata or {}
+def read_latent_metadata(loc: Location, rel: str) -> dict[str, Any]:
+    metadata = pq.read_schema(loc.full(rel), **loc.filesystem).metadata or {}
     raw = metadata.get(LATENT_METADATA_KEY)
     return json.loads(raw) if raw else {}
 
 
-def channel_stats(stats_files: list[str], channels: int) -> tuple[list[float] | None, list[float] | None]:
+def channel_stats(stats_files: list[str], channels: int, loc: Location | None = None
+                  ) -> tuple[list[float] | None, list[float] | None]:
     """Per-channel mean and std over every committed wave and bucket (None without stats)."""
     if not stats_files:
         return None, None
-    table = pa.concat_tables([pq.read_table(f, columns=["channel", "count", "sum", "sum_sq"]) for f in stats_files])
+    fs_args = loc.filesystem if loc is not None else {}
+    table = pa.concat_tables([pq.read_table(f, columns=["channel", "count", "sum", "sum_sq"], **fs_args)
+                              for f in stats_files])
     grouped = table.group_by("channel").aggregate([("count", "sum"), ("sum", "sum"), ("sum_sq", "sum")]).sort_by("channel")
     channel = grouped.column("channel").to_pylist()
     if channel != list(range(channels)):

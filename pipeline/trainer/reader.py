@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from pipeline.store.location import Location
+
 COLUMNS = ["clip_id", "latent", "latent_dtype", "text_long", "text_long_shape", "text_short", "text_short_shape", "text_dtype"]
 LONG, SHORT, DROP = 0, 1, 2  # per-row text choice of the plan
 _NUMPY = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
@@ -24,11 +26,13 @@ _NUMPY = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
 _FILES: dict[str, pq.ParquetFile] = {}
 
 
-def _parquet(path: str) -> pq.ParquetFile:
+def _parquet(path: str, **filesystem) -> pq.ParquetFile:
+    """An open shard file: local (memory-mapped: pages straight from the page cache), or on a store
+    (`filesystem=`, pipeline/store/location.py: ranged reads of the row groups asked for)."""
     if path not in _FILES:
         if len(_FILES) >= 64:
             _FILES.pop(next(iter(_FILES))).close()
-        _FILES[path] = pq.ParquetFile(path, memory_map=True)  # local shards: read pages straight from the page cache
+        _FILES[path] = pq.ParquetFile(path, memory_map=not filesystem, **filesystem)
     return _FILES[path]
 
 
@@ -41,8 +45,10 @@ def read_batches(loader, batches: list[tuple[np.ndarray, np.ndarray]], epoch: in
     needed = sorted({int(b) for rows, _ in batches for b in np.unique(loader.row_block[rows])})
     groups = {}
     for b in needed:
-        path = str(index.out / index.files[loader.block_file[b]])
-        groups[b] = _RowGroup(_parquet(path).read_row_group(int(loader.block_rg[b]), columns=COLUMNS), path)
+        loc = Location.of(index.out)
+        path = loc.full(index.files[loader.block_file[b]])
+        groups[b] = _RowGroup(_parquet(path, **loc.filesystem).read_row_group(int(loader.block_rg[b]),
+                                                                              columns=COLUMNS), path)
     info = torch.utils.data.get_worker_info()
     out = []
     packed = loader.config.packing and epoch >= 0  # held-out batches (epoch -1) stay bucketed
@@ -179,7 +185,9 @@ def text_dim(index) -> int:
         dim = 0
         if index.meta.get("text_encoder", True):  # the encode stage writes null when it embeds no text
             for name in index.files:
-                table = pq.read_table(index.out / name, columns=["text_long_shape", "text_short_shape"])
+                loc = Location.of(index.out)
+                table = pq.read_table(loc.full(name), columns=["text_long_shape", "text_short_shape"],
+                                      **loc.filesystem)
                 shapes = [s for column in table.columns for s in column.to_pylist() if s]
                 if shapes:
                     dim = int(shapes[0][1])

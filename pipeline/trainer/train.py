@@ -290,7 +290,8 @@ def run_ray(config: TrainConfig, num_workers: int, address: str | None = None, u
 
     from pipeline.run.executors import init_ray
 
-    config.data.path = str(Path(config.data.path).resolve())
+    if "://" not in config.data.path:  # (a store URI stays as it is: every worker opens it)
+        config.data.path = str(Path(config.data.path).resolve())
     config.train.results = str(Path(config.train.results).resolve())
     # A new local instance (never a stray one on this machine), or a cluster with vidprep's code shipped
     # to its workers; either way no worker gets a terminal as stdin (pipeline/run/terminal.py).

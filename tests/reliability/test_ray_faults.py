@@ -35,19 +35,23 @@ def test_a_killed_worker_is_retried_and_no_row_is_lost(corpus_dir, demo_yaml, se
     assert connect(tmp_path / "out").execute(QUERY).fetchall() == sequential
 
 
-def test_multi_node_cluster_equals_embedded_run(corpus_dir, demo_yaml, sequential, tmp_path):
+def test_multi_node_cluster_equals_embedded_run(corpus_dir, demo_yaml, sequential, s3_bucket):
+    """Two nodes that share no disk: sources and output in an object store (moto's S3 server on 127.0.0.1);
+    workers read the sources and write the wave files straight to the store, the driver writes the records."""
     from ray.cluster_utils import Cluster
+
+    source, out = s3_bucket.upload(corpus_dir, "videos"), s3_bucket("out")
 
     # >= 2 logical CPUs per node: Ray Data tasks can wait forever for a whole free CPU on 1-CPU nodes
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     try:
         cluster.add_node(num_cpus=2)  # a second raylet: a separate node process
         cluster.wait_for_nodes()
-        proc = run_cli(demo_yaml(), corpus_dir, tmp_path / "out", "--ray-address", cluster.address)
+        proc = run_cli(demo_yaml(), source, out, "--ray-address", cluster.address)
         assert proc.returncode == 0, proc.stderr[-3000:]
     finally:
         cluster.shutdown()
-    assert connect(tmp_path / "out").execute(QUERY).fetchall() == sequential
+    assert connect(out).execute(QUERY).fetchall() == sequential
 
 
 def test_a_killed_actor_is_restarted_and_no_row_is_lost(corpus_dir, demo_yaml, tmp_path):

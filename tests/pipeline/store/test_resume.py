@@ -61,6 +61,27 @@ def test_killed_run_then_rerun_equals_unbroken_run(corpus_dir, demo_yaml, tmp_pa
     assert_no_orphans(out)
 
 
+@pytest.mark.parametrize("crash", ["published:1"])  # (a record without its manifest segment: test_object_store)
+def test_killed_run_on_an_object_store_then_rerun_equals_unbroken_run(corpus_dir, demo_yaml, s3_bucket, unbroken,
+                                                                        crash):
+    """The same kill-and-rerun on an s3:// output (moto's server on 127.0.0.1): there files are written
+    under their final names and a wave is visible only through its record (one object)."""
+    out = s3_bucket("out")
+    killed = run_cli(demo_yaml(), corpus_dir, out, crash)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    committed_before = len(list(CommitLog(out).records()))
+    assert committed_before < 3
+    if crash.startswith("published"):  # the dead wave's files are there, unrecorded, and invisible
+        assert len(s3_bucket.keys("out/catalog/")) > sum(len(r["files"]) for r in CommitLog(out).records())
+    rerun = run_cli(demo_yaml(), corpus_dir, out)  # the dead run's lease: same host, process gone → taken over
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"videos skipped (already committed)  {committed_before}" in rerun.stdout
+    assert catalog_rows(out) == unbroken
+    listed = {f"out/{f['path']}" for r in CommitLog(out).records() for f in r["files"]}
+    assert set(s3_bucket.keys("out/catalog/")) == {k for k in listed if k.startswith("out/catalog/")}
+    assert not s3_bucket.keys("out/_staging/")
+
+
 def test_rerun_of_finished_output_does_nothing(corpus_dir, demo_config, tmp_path):
     first = run(demo_config, corpus_dir, tmp_path, progress=False)
     second = run(demo_config, corpus_dir, tmp_path, progress=False)

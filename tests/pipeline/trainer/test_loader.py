@@ -49,7 +49,7 @@ def reads(monkeypatch):
             counter["row_groups"] += 1
             return self.handle.read_row_group(*args, **kwargs)
 
-    monkeypatch.setattr(reader_mod, "_parquet", lambda path: Counting(real(path)))
+    monkeypatch.setattr(reader_mod, "_parquet", lambda path, **filesystem: Counting(real(path, **filesystem)))
     return counter
 
 
