@@ -89,8 +89,9 @@ def measure_search(out: Path, glob: str, rounds: int) -> dict:
     times = benchkit.medians(benchkit.time_interleaved({
         "search": lambda: rank(out, vector, 10),
         "search_duckdb": lambda: duckdb.connect().sql(alone, params={"q": vector}).fetchall()}, rounds))
-    code = (f"import resource; from pipeline.catalog.search import rank; rank({str(out)!r}, {vector!r}, 10); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")  # KiB
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report this process's peak
+    code = (f"from pipeline.catalog.search import rank; rank({str(out)!r}, {vector!r}, 10); "
+            "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])")  # KiB
     peak = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return {"search_s": times["search"], "search_duckdb_s": times["search_duckdb"],
             "search_peak_mb": round(int(peak.split()[-1]) / 1024)}
