@@ -39,7 +39,8 @@ import pyarrow.compute as pc
 from pipeline.catalog.dedup import EXACT_BELOW
 from pipeline.catalog.nearindex import CommittedKept, NearIndex
 from pipeline.catalog.views import arrow, connect, declared_scan, store_dataset
-from pipeline.store.commit import CommitLog, OutputLock
+from pipeline.store.commit import CommitLog
+from pipeline.store.lease import OutputLock
 from pipeline.store.location import Location
 from pipeline.store.compact import grouped
 from pipeline.store.manifest import Manifest, live_files

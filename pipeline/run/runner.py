@@ -21,8 +21,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.store.commit import STAGING, CommitLog, OutputLock, WaveWriter, write_json
+from pipeline.store.commit import STAGING, CommitLog, WaveWriter, write_json
 from pipeline.store.compact import compact_if_many
+from pipeline.store.lease import OutputLock
 from pipeline.config import Config
 from pipeline.run.executors import RayExecutor, SequentialExecutor
 from pipeline.store.faults import crash_point

@@ -21,7 +21,6 @@ deleted, and only in a folder marked as vidprep's (pipeline/store/ownership.py).
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -37,7 +36,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.store.faults import crash_point
-from pipeline.store.lease import StoreLease
 from pipeline.store.location import Location, is_remote
 from pipeline.store.manifest import Manifest, encode_schema, live_files, schema_id
 from pipeline.store.ownership import DATA_DIRS, DATA_FILE, is_own_data_file, require_claimed
@@ -328,40 +326,6 @@ def read_record(path: "Path | str", keys: tuple[str, ...], what: str, advice: st
 
 class DamagedRecord(ValueError):
     """A record file vidprep can't read; nothing is deleted while one exists."""
-
-
-class OutputLock:
-    """One run per output folder at a time (an advisory lock on OUT/.lock; a lease on a store,
-    pipeline/store/lease.py)."""
-
-    def __init__(self, out: "str | Path | Location", run_id: str = ""):
-        loc = Location.of(out)
-        self.lease = None if loc.local else StoreLease(loc, run_id=run_id)
-        self.path = loc.path / ".lock" if loc.local else None
-
-    def check(self) -> None:
-        """Raise if the output was taken from this run (a store lease that expired while paused)."""
-        if self.lease is not None:
-            self.lease.check()
-
-    def __enter__(self):
-        if self.lease is not None:
-            self.lease.__enter__()
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "w")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
-            raise RuntimeError(f"another vidprep run is writing to {self.path.parent}") from None
-        return self
-
-    def __exit__(self, *exc):
-        if self.lease is not None:
-            return self.lease.__exit__(*exc)
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
 
 
 def write_json(loc: Location, rel: str, data: Any) -> None:

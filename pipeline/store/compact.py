@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.store.commit import CommitLog, OutputLock, WaveWriter
+from pipeline.store.commit import CommitLog, WaveWriter
+from pipeline.store.lease import OutputLock
 from pipeline.store.location import Location
 from pipeline.store.manifest import Manifest, live_files
 from pipeline.store.ownership import require_claimed

@@ -1,4 +1,5 @@
-"""One run per output on an object store: a lease taken with a conditional create.
+"""One run per output: `OutputLock`, an flock on a local folder, and on an object store a lease taken
+with a conditional create.
 
 An object store has no flock. A run takes the output by creating the next lease object
 
@@ -18,6 +19,7 @@ and an object store has no process to notice; the expiry frees it without a pers
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -133,3 +135,37 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class OutputLock:
+    """One run per output folder at a time (an advisory lock on OUT/.lock; a lease on a store,
+    pipeline/store/lease.py)."""
+
+    def __init__(self, out: "str | Path | Location", run_id: str = ""):
+        loc = Location.of(out)
+        self.lease = None if loc.local else StoreLease(loc, run_id=run_id)
+        self.path = loc.path / ".lock" if loc.local else None
+
+    def check(self) -> None:
+        """Raise if the output was taken from this run (a store lease that expired while paused)."""
+        if self.lease is not None:
+            self.lease.check()
+
+    def __enter__(self):
+        if self.lease is not None:
+            self.lease.__enter__()
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "w")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise RuntimeError(f"another vidprep run is writing to {self.path.parent}") from None
+        return self
+
+    def __exit__(self, *exc):
+        if self.lease is not None:
+            return self.lease.__exit__(*exc)
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()

@@ -189,7 +189,7 @@ def _wrapped(cause: BaseException) -> BaseException:
 
 
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(tmp_path, capsys):
-    from pipeline.store.commit import OutputLock
+    from pipeline.store.lease import OutputLock
 
     (tmp_path / "in").mkdir()
     assert main(["run", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *SETTINGS]) == 0
