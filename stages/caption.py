@@ -158,22 +158,18 @@ class Caption(Stage):
         if self.frames_source == "split":
             rows = [i for i in self.accepted(batch) if batch.column("frames")[i].is_valid]
             clips = batch.select([c for c in self.inputs if c != "status"]).take(pa.array(rows, pa.int64())).to_pylist()
-            arrivals = None
         else:
             missing = [c for c in ("video", "end_frame") if c not in batch.column_names]
             if missing:
                 raise KeyError(f"caption with frames_source: decode needs columns {missing} (split's)")
             rows = self.accepted(batch)
-            clips = batch.take(pa.array(rows, pa.int64())).to_pylist()
-            for clip in clips:  # count and size from the plan: prompts and groups before any pixel
-                indices, width, height = self.frame_plan(clip)
-                clip["split_frames_shape"] = clip.get("frames_shape")  # split's samples: the fallback
-                clip["frames_shape"] = [len(indices), height, width, 3]
+            clips = self.planned(batch.take(pa.array(rows, pa.int64())).to_pylist())
         out: dict[str, list] = {f.name: [None] * batch.num_rows for f in CATALOG}
         texts = [self.render(c) for c in clips]
         sizes = [(int(np.prod(c["frames_shape"])), len(t)) for c, t in zip(clips, texts)]  # ~ input tokens
         groups = list(length_batches(sizes, self.gen_batch_size))
-        if self.frames_source == "decode":  # in a thread, sources in the order the groups need them
+        arrivals = None  # decode: in a thread, sources in the order the groups need them
+        if self.frames_source == "decode":
             arrivals = self.decoding(clips, [j for group in groups for j in group])
         generated_rows = tokens = 0
         waited = 0.0
@@ -213,15 +209,21 @@ class Caption(Stage):
         width, height = decode_size(clip["width"], clip["height"], self.short_side)
         return indices, width, height
 
+    def planned(self, clips: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The clips with their frame plans (`frame_plan`): count and size are known before any pixel,
+        so prompts and generation groups come first; split's shape is kept as the fallback's."""
+        for clip in clips:
+            clip["plan"] = indices, width, height = self.frame_plan(clip)
+            clip["split_frames_shape"] = clip.get("frames_shape")
+            clip["frames_shape"] = [len(indices), height, width, 3]
+        return clips
+
     def decoding(self, clips: list[dict[str, Any]], order: list[int] | None = None) -> Iterator:
-        """Start reading the clips' own frames in a background thread: each source opened once, its spans
-        in presentation order, the sources in the order of their first clip in `order` (the generation
-        groups': the first group's sources are read first). (request, frames) arrive as they are read."""
-        requests = []
-        for j in order if order is not None else range(len(clips)):
-            clip = clips[j]
-            indices, width, height = self.frame_plan(clip)
-            requests.append((clip["video"], SpanRequest(j, indices, width, height, anchor_of(clip))))
+        """Start reading the planned clips' frames in a background thread: each source opened once, its
+        spans in presentation order, the sources in the order of their first clip in `order` (the
+        generation groups': the first group's sources are read first). (request, frames) arrive as read."""
+        requests = [(clips[j]["video"], SpanRequest(j, *clips[j]["plan"], anchor_of(clips[j])))
+                    for j in (order if order is not None else range(len(clips)))]
         threads = max(1, int(self.resources.cpus))
         return ahead(read_grouped(requests, threads, self.decode_stall_s), depth=len(requests))
 

@@ -153,7 +153,7 @@ def test_decoded_frames_have_the_configured_count_and_size_one_open_per_source(t
     rows = [r for r in clips.to_pylist() if r["status"] == "accepted"]
     sources = {r["video"]["source_uri"] for r in rows}
     before = {s: OPENS[s] for s in sources}
-    decoded = [dict(r) for r in rows]
+    decoded = stage.planned([dict(r) for r in rows])
     for request, frames in stage.decoding(decoded):
         decoded[request.key].update(pixels=frames, sample_frame_indices=request.indices)
     assert {s: OPENS[s] - before[s] for s in sources} == {s: 1 for s in sources}  # several clips each
