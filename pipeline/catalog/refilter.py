@@ -40,7 +40,7 @@ from pipeline.catalog.dedup import EXACT_BELOW
 from pipeline.catalog.nearindex import CommittedKept, NearIndex
 from pipeline.catalog.views import arrow, connect, declared_scan, store_dataset
 from pipeline.store.commit import CommitLog
-from pipeline.store.lease import OutputLock
+from pipeline.store.lease import OutputLock, output_lock
 from pipeline.store.location import Location
 from pipeline.store.compact import grouped
 from pipeline.store.manifest import Manifest, live_files
@@ -83,7 +83,7 @@ def current_settings(out: str | Path) -> dict[str, Any]:
             "dedup_bands": settings.get("dedup_bands", 32)}
 
 
-def after_run(out: str | Path, config) -> Outcome | None:
+def after_run(out: str | Path, config, held: OutputLock | None = None) -> Outcome | None:
     """The end-of-run pass: near-duplicates (and a sticky refilter) over the waves not yet decided.
 
     None when there is nothing to decide: no filter stage, or no clip committed yet (an empty input,
@@ -101,7 +101,7 @@ def after_run(out: str | Path, config) -> Outcome | None:
                     "dedup_bands": stage.dedup_bands}
     else:
         return None
-    return refilter(out, **settings, made_by="run", incremental=True)
+    return refilter(out, **settings, made_by="run", incremental=True, held=held)
 
 
 def streaming_snapshot(out: str | Path, config, first_wave: str) -> tuple[CommittedKept | None, str]:
@@ -146,12 +146,14 @@ def has_clips(out: str | Path) -> bool:
 
 def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: Any = UNCHANGED,
              dedup_bands: Any = UNCHANGED, *, dry_run: bool = False, made_by: str = "refilter",
-             incremental: bool = False, batch_clips: int = BATCH_CLIPS, exact_below: int = EXACT_BELOW) -> Outcome:
+             incremental: bool = False, batch_clips: int = BATCH_CLIPS, exact_below: int = EXACT_BELOW,
+             held: OutputLock | None = None) -> Outcome:
     """Re-decide clips' statuses from stored scores; publish an overlay unless `dry_run`.
 
     `incremental`: decide only the waves the newest overlay has not decided, when it was made with the
     same settings and every new wave comes after the decided ones; else every wave is decided again.
-    Waves are decided in order, in batches of about `batch_clips` clips: memory follows the batch."""
+    Waves are decided in order, in batches of about `batch_clips` clips: memory follows the batch.
+    `held`: the output lock, when the caller holds it (a run's end-of-run pass)."""
     now = current_settings(out)
     keep = now["keep"] if keep is UNCHANGED else keep
     distance = now["near_duplicate_distance"] if near_duplicate_distance is UNCHANGED else near_duplicate_distance
@@ -162,7 +164,7 @@ def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: An
         raise ValueError(f"{out}: no clip committed yet (every source failed, or none was listed): "
                          "nothing to refilter")
     outcome = Outcome(str(out), keep, distance, bands, made_by)
-    with OutputLock(out), status_workspace(out) as root:
+    with output_lock(out, held), status_workspace(out) as root:
         # root: where overlay and index files are written and read: OUT itself, or for an output on a
         # store a local working copy of its status records and index, published back at the end.
         log = StatusLog(root)

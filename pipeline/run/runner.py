@@ -136,19 +136,25 @@ def _run(config: Config, source: str, out: "Path | Location", result: RunResult,
             loc.delete(pending_rel)
             result.wall_s = time.time() - started
             _write_run_json(loc, config, result, started)
+            _end_of_run(out, config, result, lock)  # under the lock: no writer between the commits and the pass
         if not loc.local:  # the log was written here; a copy goes beside the output's records
             loc.write_bytes(f"logs/{run_id}.log", logs.read_bytes())
     except KeyboardInterrupt:
         exit_on_second_interrupt()
         raise RunInterrupted(result) from None
+    return result
+
+
+def _end_of_run(out: "Path | Location", config: Config, result: RunResult, lock: OutputLock) -> None:
+    """The status pass (near-duplicates need every committed clip: after the commits), then compaction,
+    both under the run's own lock."""
     from pipeline.catalog.refilter import after_run
 
-    result.decisions = after_run(out, config)  # near-duplicates need every committed clip: after the commits
-    result.compaction = compact_if_many(out, config.run.compact_above_files)
+    result.decisions = after_run(out, config, held=lock)
+    result.compaction = compact_if_many(out, config.run.compact_above_files, held=lock)
     if result.compaction:
         log.info("compacted %s catalog files into %s (%s)", sum(result.compaction.replaced.values()),
                  sum(result.compaction.written.values()), result.compaction.wave_id)
-    return result
 
 
 def _execute(config: Config, source: str, pending: Path, result: RunResult, wave_sizes: dict[str, int],

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.store.commit import CommitLog, WaveWriter
-from pipeline.store.lease import OutputLock
+from pipeline.store.lease import OutputLock, output_lock
 from pipeline.store.location import Location
 from pipeline.store.manifest import Manifest, live_files
 from pipeline.store.ownership import require_claimed
@@ -51,12 +51,13 @@ class Compaction:
     rows: dict[str, int] = field(default_factory=dict)
 
 
-def compact(out: str | Path, target_rows: int = TARGET_ROWS, small_bytes: int = SMALL_BYTES) -> Compaction:
+def compact(out: str | Path, target_rows: int = TARGET_ROWS, small_bytes: int = SMALL_BYTES,
+            held: OutputLock | None = None) -> Compaction:
     loc = Location.of(out)  # a folder, or a prefix on a store (the commit then writes final names directly)
     out = loc.path if loc.local else loc
     require_claimed(out)
     result = Compaction()
-    with OutputLock(out):
+    with output_lock(out, held):  # `held`: the run's own lock (lease.output_lock)
         log = CommitLog(out)
         log.recover()  # leftovers of a dead writer, and files an earlier compaction replaced
         waves, schemas = Manifest(out).load()
@@ -93,7 +94,8 @@ def compact(out: str | Path, target_rows: int = TARGET_ROWS, small_bytes: int = 
     return result
 
 
-def compact_if_many(out: str | Path, above: int | None, small_bytes: int = SMALL_BYTES) -> Compaction | None:
+def compact_if_many(out: str | Path, above: int | None, small_bytes: int = SMALL_BYTES,
+                    held: OutputLock | None = None) -> Compaction | None:
     """`compact` when a table has more than `above` small files (the end of a run); None: not needed.
 
     Counted from the manifest (no data file is opened), so a run that leaves few files pays nothing."""
@@ -104,7 +106,7 @@ def compact_if_many(out: str | Path, above: int | None, small_bytes: int = SMALL
     small = files.filter(pc.less(files.column("bytes"), small_bytes)).column("table").to_pylist()
     if max((small.count(table) for table in TABLES), default=0) <= above:
         return None
-    return compact(out, small_bytes=small_bytes)
+    return compact(out, small_bytes=small_bytes, held=held)
 
 
 def grouped(items: list, sizes: list[int], target: int):

@@ -19,6 +19,7 @@ and an object store has no process to notice; the expiry frees it without a pers
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -169,3 +170,9 @@ class OutputLock:
             return self.lease.__exit__(*exc)
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
+
+
+def output_lock(out: "str | Path | Location", held: OutputLock | None = None):
+    """The output's lock for a writer: taken here, or `held` by the caller (a run's end-of-run pass and
+    compaction go on under the run's lock, so no other writer slips in between its commits and them)."""
+    return contextlib.nullcontext(held) if held is not None else OutputLock(out)

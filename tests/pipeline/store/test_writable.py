@@ -198,6 +198,38 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(tmp
     assert code == 2 and f"another vidprep run is writing to {tmp_path / 'out'}" in capsys.readouterr().err
 
 
+def test_the_end_of_run_pass_and_compaction_run_under_the_runs_own_lock(tmp_path, monkeypatch):
+    """Another writer (a `vidprep refilter` with other settings) that slipped in between a run's last
+    commit and its end-of-run pass would make the pass re-decide every wave: the lock is held through."""
+    import pipeline.catalog.refilter as refilter_module
+    import pipeline.run.runner as runner_module
+    from pipeline.store.lease import OutputLock
+
+    refused: list[str] = []
+
+    def another_writer_meanwhile(step):
+        def wrapped(out, *args, **kwargs):
+            try:
+                with OutputLock(out):
+                    refused.append(f"{step}: taken")
+            except RuntimeError as err:
+                refused.append(f"{step}: {err}")
+            return step_function[step](out, *args, **kwargs)
+        return wrapped
+
+    step_function = {"pass": refilter_module.after_run, "compact": runner_module.compact_if_many}
+    monkeypatch.setattr(refilter_module, "after_run", another_writer_meanwhile("pass"))
+    monkeypatch.setattr(runner_module, "compact_if_many", another_writer_meanwhile("compact"))
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "a.mp4", [40], width=64, height=48)
+    assert main(["run", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *SETTINGS,
+                 "--set", "run.compact_above_files=2"]) == 0
+    expected = f"another vidprep run is writing to {tmp_path / 'out'}"
+    assert refused == [f"pass: {expected}", f"compact: {expected}"]
+    with OutputLock(tmp_path / "out"):  # released at the end
+        pass
+
+
 def test_a_full_disk_under_the_run_log_prints_no_logging_traceback(tmp_path, capsys):
     import logging
 
