@@ -296,7 +296,7 @@ def _batch_scan(out, con, clip_files: pa.Table, waves: pa.Table, schemas, batch:
         return "(SELECT * FROM clips_written LIMIT 0)"
     loc = Location.of(out)
     if loc.local:
-        scan = declared_scan(Path(out), files, schemas)
+        scan = declared_scan(con, Path(out), files, schemas)
     else:  # a store: the batch's files as an Arrow dataset (pipeline/catalog/views.py)
         keys = dict.fromkeys(files.column("schema_id").to_pylist())
         con.register("_arrow_batch", store_dataset(loc, files.column("path").to_pylist(),

@@ -10,10 +10,17 @@ columns are declared from the schemas the manifest records for its files (the
 union of the columns the stages wrote). Files of one schema are read by one
 `read_parquet` without `union_by_name`, so DuckDB reads no footer at bind time
 but the first; files of other schemas (another config) are added with
-`UNION ALL BY NAME`, which fills the columns they lack with NULL.
+`UNION ALL BY NAME`, which fills the columns they lack with NULL. The path
+lists are bound parameters (DuckDB variables), not SQL literals: parsing a
+literal of thousands of paths cost more than the query.
+
+`vidprep query` makes only the views its statement names (from DuckDB's
+tokenizer), reads only the manifest's file lists unless it names `commits`,
+and lets DuckDB open only those views' files.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -38,8 +45,9 @@ def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
     return _open(out)[0]
 
 
-def _open(out: str | Path) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
-    """connect(), and the data files its views read (absolute paths; none on a store)."""
+def _open(out: str | Path, names: set[str] | None = None) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
+    """connect(), and the data files its views read (absolute paths; none on a store). `names`: only these
+    views (and what they are built on) are made; None: every view."""
     loc = Location.of(out)
     if not loc.local:
         return _open_store(loc), []
@@ -47,21 +55,40 @@ def _open(out: str | Path) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
     if not (out / "_commits").is_dir() and not (out / "run.json").exists():
         raise FileNotFoundError(f"{out} is not a vidprep output (no _commits/ or run.json)")
     con = duckdb.connect(":memory:")
-    con.execute("SET parquet_metadata_cache = true")  # footers read once: at bind, not again at the scan
-    waves, schemas = Manifest(out).load()
+    commits = names is None or "commits" in names
+    # Without the commits view, only the file lists: `sources` (a row per video) is most of the manifest.
+    waves, schemas = Manifest(out).load(None if commits else ["files", "replaces"])
     files = live_files(waves)
+    root = str(out)  # plain string joins: pathlib costs ~20 µs a path, and there is one per committed file
+    read: list[str] = []
     for name, schema in TABLES.items():
+        if names is not None and name not in names:
+            continue
         mine = files.filter(pc.equal(files.column("table"), name))
         if mine.num_rows:
-            con.execute(f"CREATE VIEW {name} AS {declared_scan(out, mine, schemas)}")
+            con.execute(f"CREATE VIEW {name} AS {declared_scan(con, out, mine, schemas)}")
+            read += [f"{root}/{p}" for p in mine.column("path").to_pylist()]
         else:
             con.register(f"_empty_{name}", schema.empty_table())
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
-    attach_status(con, out)  # clips = clips_written + the newest status overlay (pipeline/store/status.py)
-    con.register("_commits", _commits_table(waves))
-    con.execute("CREATE VIEW commits AS SELECT * FROM _commits")
-    root = str(out)  # plain string joins: pathlib costs ~20 µs a path, and there is one per committed file
-    return con, [f"{root}/{p}" for p in files.column("path").to_pylist()]
+    if names is None or "clips" in names:
+        attach_status(con, out)  # clips = clips_written + the newest status overlay (pipeline/store/status.py)
+    if commits:
+        con.register("_commits", _commits_table(waves))
+        con.execute("CREATE VIEW commits AS SELECT * FROM _commits")
+    return con, read
+
+
+def named_views(sql: str) -> set[str]:
+    """The views a statement may read: every identifier that names one (an over-count only costs a view
+    made for nothing). `clips_written` and `clip_status` are parts of `clips`."""
+    every = duckdb.tokenize(sql)
+    words = {sql[start:end].strip().strip('"').lower()
+             for (start, kind), (end, _) in zip(every, every[1:] + [(len(sql), None)])
+             if kind in (duckdb.token_type.identifier, duckdb.token_type.keyword)}
+    if words & {"clips_written", "clip_status"}:
+        words.add("clips")
+    return words & {*TABLES, "commits"}
 
 
 def _open_store(loc: Location) -> duckdb.DuckDBPyConnection:
@@ -112,8 +139,11 @@ def _without_float16(kind: pa.DataType) -> pa.DataType:
     return kind
 
 
-def declared_scan(out: Path, files: pa.Table, schemas: dict[str, pa.Schema]) -> str:
-    """SELECT over `files`: one read_parquet per file schema, the widest first, the others by name."""
+def declared_scan(con: duckdb.DuckDBPyConnection, out: Path, files: pa.Table, schemas: dict[str, pa.Schema]) -> str:
+    """SELECT over `files`: one read_parquet per file schema, the widest first, the others by name.
+
+    Each list of paths is a variable of `con`, bound as a parameter: DuckDB parses a list literal at
+    ~25 µs a path, and a catalog of thousands of files would spend most of its opening on that."""
     groups: dict[str | None, list[str]] = {}
     root = str(out)
     for path, key in zip(files.column("path").to_pylist(), files.column("schema_id").to_pylist()):
@@ -121,11 +151,15 @@ def declared_scan(out: Path, files: pa.Table, schemas: dict[str, pa.Schema]) -> 
     order = sorted(groups, key=lambda k: (k is None, -len(schemas[k]) if k else 0, k or ""))
     scans = []
     for key in order:
-        listing = ", ".join(_quote(f) for f in groups[key])
+        variable = f"_files_{next(_listings)}"
+        con.execute(f"SET VARIABLE {variable} = ?", [groups[key]])
         # Files from records older than declared schemas: DuckDB unifies them by their footers.
         unify = ", union_by_name=true" if key is None else ""
-        scans.append(f"SELECT * FROM read_parquet([{listing}]{unify})")
+        scans.append(f"SELECT * FROM read_parquet(getvariable('{variable}'){unify})")
     return "\nUNION ALL BY NAME\n".join(scans)
+
+
+_listings = itertools.count()  # variable names: unique in the process, so never two lists under one name
 
 
 def query(out: str | Path, sql: str) -> pa.Table:
@@ -136,11 +170,11 @@ def query(out: str | Path, sql: str) -> pa.Table:
     external access is turned off except for reading the exact files the views list (no folder, so
     nothing can be written anywhere), extensions can't be loaded, and the configuration is locked.
     """
-    con, files = _open(out)
+    con, files = _open(out, named_views(sql))
     check_read_only(con, sql)
     if Location.of(out).local:
-        readable = sorted({*files, *status_files(out)})
-        con.execute(f"SET allowed_paths = [{', '.join(_quote(p) for p in readable)}]")
+        # A bound list: DuckDB parses a literal of thousands of paths at ~25 µs a path, and binds it in half.
+        con.execute("SET allowed_paths = ?", [sorted({*files, *status_files(out)})])
     # (on a store the views read registered Arrow datasets: DuckDB itself may open no file at all)
     con.execute("SET autoinstall_known_extensions = false; SET autoload_known_extensions = false")
     con.execute("SET enable_external_access = false; SET lock_configuration = true")
@@ -214,7 +248,3 @@ def _commits_table(waves: pa.Table) -> pa.Table:
         "videos": pc.cast(pc.list_value_length(waves.column("sources")), pa.int64()),
         "clips": pa.array(clips, pa.int64()),
         "files": pc.cast(pc.list_value_length(waves.column("files")), pa.int64())})
-
-
-def _quote(path: str) -> str:
-    return "'" + path.replace("'", "''") + "'"

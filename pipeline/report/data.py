@@ -161,7 +161,7 @@ def sample(con, out: Path, past: int | None = None, rows: int | None = None) -> 
     chosen = files.take(pa.array(range(0, files.num_rows, step), pa.int64()))
     loc = Location.of(out)
     if loc.local:
-        con.execute(f"CREATE OR REPLACE VIEW clips_sampled_written AS {declared_scan(out, chosen, schemas)}")
+        con.execute(f"CREATE OR REPLACE VIEW clips_sampled_written AS {declared_scan(con, out, chosen, schemas)}")
     else:  # a store: an Arrow dataset of the chosen files, as the views are (pipeline/catalog/views.py)
         from pipeline.catalog.views import store_dataset
 

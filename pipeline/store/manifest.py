@@ -79,12 +79,14 @@ class Manifest:
         self.dir = self.out / FOLDER if self.loc.local else None
 
     # -- reading --------------------------------------------------------------------------------
-    def load(self) -> tuple[pa.Table, dict[str, pa.Schema]]:
-        """(waves, schemas): every committed wave's row in wave_id order, and the file schemas by id."""
+    def load(self, columns: list[str] | None = None) -> tuple[pa.Table, dict[str, pa.Schema]]:
+        """(waves, schemas): every committed wave's row in wave_id order, and the file schemas by id.
+        `columns`: only these of WAVES (and wave_id): a query leaves out `sources`, a row per video."""
         from pipeline.store.commit import COMMITS
 
+        schema = WAVES if columns is None else pa.schema([f for f in WAVES if f.name in {"wave_id", *columns}])
         recorded = _listed_waves(self.loc, COMMITS)
-        table, schemas = self._segments()
+        table, schemas = self._segments(schema)
         if table.num_rows:
             # Merge leftovers: one copy per wave. Rows without a record: the record was moved away.
             ids = table.column("wave_id").to_pylist()
@@ -100,6 +102,7 @@ class Manifest:
         missing = sorted(recorded - known)
         if missing:  # a crash between a record and its segment (or a manifest deleted): read those records
             rows, more = records_to_rows(self._read_records(missing))
+            rows = rows.select(schema.names)
             table = pa.concat_tables([table, rows]) if table.num_rows else rows
             schemas.update(more)
         ids = table.column("wave_id")
@@ -107,17 +110,17 @@ class Manifest:
             table = table.take(pc.sort_indices(table, [("wave_id", "ascending")]))
         return table, schemas
 
-    def _segments(self) -> tuple[pa.Table, dict[str, pa.Schema]]:
+    def _segments(self, schema: pa.Schema = WAVES) -> tuple[pa.Table, dict[str, pa.Schema]]:
         paths = self.segment_paths()
         if not paths:
-            return WAVES.empty_table(), {}
+            return schema.empty_table(), {}
         tables, schemas = [], {}
         for path in paths:
-            table = self._read(path)
+            table = self._read(path, schema.names)
             meta = table.schema.metadata or {}
             for key, text in json.loads(meta.get(b"vidprep.schemas", b"{}")).items():
                 schemas[key] = decode_schema(text)
-            tables.append(table.replace_schema_metadata(None).cast(WAVES))
+            tables.append(table.replace_schema_metadata(None).cast(schema))
         return pa.concat_tables(tables), schemas
 
     def segment_paths(self) -> list[Path]:
@@ -126,12 +129,12 @@ class Manifest:
             return sorted(self.dir.glob("seg-*.parquet")) if self.dir.is_dir() else []
         return [f"{FOLDER}/{n}" for n in self.loc.names(FOLDER) if n.startswith("seg-") and n.endswith(".parquet")]
 
-    def _read(self, path) -> pa.Table:
+    def _read(self, path, columns: list[str] | None = None) -> pa.Table:
         # (read_table adds dataset discovery: 2x slower here)
         if self.loc.local:
-            return pq.ParquetFile(path).read()
+            return pq.ParquetFile(path).read(columns)
         with self.loc.open_input(path) as handle:
-            return pq.ParquetFile(handle).read()
+            return pq.ParquetFile(handle).read(columns)
 
     def _read_records(self, waves: list[str]) -> list[dict[str, Any]]:
         from pipeline.store.commit import COMMITS, DAMAGED_COMMIT, RECORD_KEYS, read_record

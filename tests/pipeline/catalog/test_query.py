@@ -70,3 +70,23 @@ def test_query_is_read_only(out, sql, fragment):
 def test_not_an_output_is_a_clear_error(tmp_path):
     proc = cli(tmp_path, "SELECT 1")
     assert proc.returncode == 2 and "is not a vidprep output" in proc.stderr
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT count(*) FROM clips",
+    'SELECT count(*) FROM "Clips" c JOIN Videos v USING (video_id)',
+    "WITH kept AS (SELECT * FROM clips WHERE status = 'accepted') SELECT count(*) FROM kept",
+    "SELECT count(*), count(s.clip_id) FROM clips_written w LEFT JOIN clip_status s USING (clip_id)",
+    "SELECT sum(clips) FROM main.commits",
+    "SELECT (SELECT count(*) FROM videos) + (SELECT count(*) FROM clips)",
+])
+def test_a_query_makes_only_the_views_it_names_and_answers_as_the_full_catalog(out, sql):
+    expected = connect(out).execute(sql).fetchall()
+    assert expected[0][0] and [tuple(r.values()) for r in query(out, sql).to_pylist()] == expected
+
+
+def test_a_query_may_read_only_the_files_of_the_views_it_names(out):
+    videos_file = next((out / "catalog" / "videos").glob("*.parquet"))
+    assert query(out, f"SELECT count(*) FROM videos, read_parquet('{videos_file}')").num_rows == 1
+    with pytest.raises(PermissionError):  # names only clips: the videos files are not readable
+        query(out, f"SELECT count(*) FROM clips, read_parquet('{videos_file}')")

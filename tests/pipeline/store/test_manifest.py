@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog.views import connect
+from pipeline.catalog.views import connect, query
 from pipeline.store.commit import CommitLog
 from pipeline.store.manifest import Manifest, records_to_rows
 
@@ -31,9 +31,12 @@ def assert_manifest_equals_records(out: Path):
     waves, _ = Manifest(out).load()
     truth, _ = records_to_rows(sorted(CommitLog(out).records(), key=lambda r: r["wave_id"]))
     assert waves.to_pylist() == truth.to_pylist()
+    files_only, _ = Manifest(out).load(["files", "replaces"])  # what a query that names no `commits` reads
+    assert files_only.to_pylist() == truth.select(["wave_id", "files", "replaces"]).to_pylist()
     clips = sum(r["counts"].get("clips", 0) for r in CommitLog(out).records())
     assert connect(out).sql("SELECT count(*) FROM clips").fetchall() == [(clips,)]
     assert connect(out).sql("SELECT count(*) FROM commits").fetchall() == [(len(truth),)]
+    assert query(out, "SELECT count(*) FROM clips").to_pylist() == [{"count_star()": clips}]
 
 
 @pytest.mark.parametrize("crash", ["committed:2", "listed:3", "merged:1"])
