@@ -55,6 +55,8 @@ def _open(out: str | Path, names: set[str] | None = None) -> tuple[duckdb.DuckDB
     if not (out / "_commits").is_dir() and not (out / "run.json").exists():
         raise FileNotFoundError(f"{out} is not a vidprep output (no _commits/ or run.json)")
     con = duckdb.connect(":memory:")
+    if names is None:  # a connection for many statements (report, export): footers read once, then cached
+        con.execute("SET parquet_metadata_cache = true")  # (one statement: the cache costs more than it saves)
     commits = names is None or "commits" in names
     # Without the commits view, only the file lists: `sources` (a row per video) is most of the manifest.
     waves, schemas = Manifest(out).load(None if commits else ["files", "replaces"])
