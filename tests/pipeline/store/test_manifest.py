@@ -39,7 +39,7 @@ def assert_manifest_equals_records(out: Path):
     assert query(out, "SELECT count(*) FROM clips").to_pylist() == [{"count_star()": clips}]
 
 
-@pytest.mark.parametrize("crash", ["committed:2", "listed:3", "merged:1"])
+@pytest.mark.parametrize("crash", ["published:2", "committed:2", "listed:3", "merged:1"])
 def test_manifest_stays_equal_to_records_through_kills(tmp_path, crash):
     assert write(tmp_path, "20260101T000000-aaaaaa", 1, crash) == -9  # SIGKILL at the point
     assert_manifest_equals_records(tmp_path)  # readers see the records, whatever the manifest lacks
