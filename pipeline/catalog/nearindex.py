@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.catalog.views import arrow
+from pipeline.catalog.views import arrow, quiet_connection
 from pipeline.catalog.dedup import EPS, EXACT_BELOW, hyperplanes, lsh_bits, signatures, unit_rows
 
 KEYS = pa.schema([("band", pa.int16()), ("key", pa.int64()), ("ord", pa.int64())])
@@ -135,7 +135,7 @@ class NearIndex:
 
     def _duckdb(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:  # one in-memory connection for the pass (opening one costs tens of ms)
-            self._con = duckdb.connect()
+            self._con = quiet_connection()
         return self._con
 
     def _names(self, ords: set[int]) -> dict[int, str]:
@@ -290,7 +290,7 @@ class CommittedKept:
             return [None] * count
         index = NearIndex.load(self.out, self.state)
         if self._con is None:
-            self._con = duckdb.connect()
+            self._con = quiet_connection()
         con = self._con
         pairs = self._pairs(index, rows.astype(np.int64), used.astype(np.int64), keys[rows, used])
         if not pairs.num_rows:

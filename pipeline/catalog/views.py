@@ -54,7 +54,7 @@ def _open(out: str | Path, names: set[str] | None = None) -> tuple[duckdb.DuckDB
     out = loc.path
     if not (out / "_commits").is_dir() and not (out / "run.json").exists():
         raise FileNotFoundError(f"{out} is not a vidprep output (no _commits/ or run.json)")
-    con = duckdb.connect(":memory:")
+    con = quiet_connection()
     if names is None:  # a connection for many statements (report, export): footers read once, then cached
         con.execute("SET parquet_metadata_cache = true")  # (one statement: the cache costs more than it saves)
     commits = names is None or "commits" in names
@@ -81,6 +81,14 @@ def _open(out: str | Path, names: set[str] | None = None) -> tuple[duckdb.DuckDB
     return con, read
 
 
+def quiet_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory connection that draws no progress bar: DuckDB's own bar goes to the console (or the run
+    log) from any statement past two seconds, between vidprep's lines, whatever the output is."""
+    con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
 def named_views(sql: str) -> set[str]:
     """The views a statement may read: every identifier that names one (an over-count only costs a view
     made for nothing). `clips_written` and `clip_status` are parts of `clips`."""
@@ -100,7 +108,7 @@ def _open_store(loc: Location) -> duckdb.DuckDBPyConnection:
     names = loc.names()
     if "_commits" not in names and "run.json" not in names:
         raise FileNotFoundError(f"{loc} is not a vidprep output (no _commits/ or run.json)")
-    con = duckdb.connect(":memory:")
+    con = quiet_connection()
     waves, schemas = Manifest(loc).load()
     files = live_files(waves)
     for name, schema in TABLES.items():

@@ -149,6 +149,7 @@ class KeepExpression:
 
 def _connection() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")  # DuckDB's bar would reach the console between log lines
     con.execute("SET enable_external_access = false")  # an expression may not read files or URLs
     return con
 

@@ -90,3 +90,12 @@ def test_a_query_may_read_only_the_files_of_the_views_it_names(out):
     assert query(out, f"SELECT count(*) FROM videos, read_parquet('{videos_file}')").num_rows == 1
     with pytest.raises(PermissionError):  # names only clips: the videos files are not readable
         query(out, f"SELECT count(*) FROM clips, read_parquet('{videos_file}')")
+
+
+def test_catalog_connections_draw_no_progress_bar(out):
+    """DuckDB draws its bar on the console (or into the run log) for any statement past 2 s."""
+    from pipeline.catalog.nearindex import NearIndex
+
+    connections = [connect(out), NearIndex.new(out, bands=4, expected=10)._duckdb()]
+    assert [c.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0] for c in connections] == [False] * 2
+    assert query(out, "SELECT current_setting('enable_progress_bar') AS bar").column("bar").to_pylist() == [False]
