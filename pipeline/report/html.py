@@ -67,7 +67,9 @@ def build_html(out: str | Path, con=None, thumbnails: int = 48, examples: int = 
     cols = data.columns(con)
     runs = data.runs(out)
     sampled, sampled_rows = data.sample(con, out)  # thumbnails and examples: a sample past a size
-    body = [_funnel(con, out), _durations(con), _scores(con, cols), _captions(con, cols), _buckets(con, cols),
+    hists = data.histograms(con, ["duration_s", *data.score_columns(cols), *_caption_lengths(cols)])
+    body = [_funnel(con, out), _durations(con, hists), _scores(con, cols, hists), _captions(cols, hists),
+            _buckets(con, cols),
             _thumbnails(con, cols, thumbnails, sampled, sampled_rows), _rejected(con, examples, sampled),
             _timing(con, runs)]
     configured = runs[-1].get("config", {}).get("stages", {}) if runs else {}
@@ -121,19 +123,19 @@ def _funnel(con, out: Path) -> str:
     return _section("funnel", f"<table>{''.join(rows)}</table>{note}<div class=\"plots\">{''.join(images)}</div>")
 
 
-def _durations(con) -> str:
+def _durations(con, hists: dict[str, data.Histogram | None]) -> str:
     figures = []
     for title, table in (("clip duration", "clips"), ("source video duration", "videos")):
-        h = data.histogram(con, "duration_s", table)
+        h = hists["duration_s"] if table == "clips" else data.histogram(con, "duration_s", table)
         if h:
             figures.append(_hist_figure(h, title, "seconds", f"duration-{table}", ylabel=table))
     return _section("durations", _plots(figures) if figures else "<p class=\"muted\">No durations.</p>")
 
 
-def _scores(con, cols: dict[str, str]) -> str:
+def _scores(con, cols: dict[str, str], hists: dict[str, data.Histogram | None]) -> str:
     figures, constant, empty = [], [], []
     for column in data.score_columns(cols):
-        h = data.histogram(con, column)
+        h = hists[column]
         if h is None:
             empty.append(column)
         elif h.constant:
@@ -166,13 +168,18 @@ def _camera(con, cols: dict[str, str]) -> str:
             f"<th>rejected</th><th>frozen or slideshow</th></tr>{rows}</table>")
 
 
-def _captions(con, cols: dict[str, str]) -> str:
+def _caption_lengths(cols: dict[str, str]) -> list[str]:
+    """The expressions _captions plots: words of each caption column, and its token count where stored."""
+    return [e for c in data.caption_columns(cols)
+            for e in (data.words(c), f"{c}_tokens" if cols.get(f"{c}_tokens") else None) if e]
+
+
+def _captions(cols: dict[str, str], hists: dict[str, data.Histogram | None]) -> str:
     figures = []
     for column in data.caption_columns(cols):
-        h = data.histogram(con, data.words(column))
-        if h:
+        if h := hists[data.words(column)]:
             figures.append(_hist_figure(h, f"{column}: words", "words", f"words-{column}"))
-        if cols.get(f"{column}_tokens") and (t := data.histogram(con, f"{column}_tokens")):
+        if cols.get(f"{column}_tokens") and (t := hists[f"{column}_tokens"]):
             figures.append(_hist_figure(t, f"{column}: tokens", "tokens", f"tokens-{column}"))
     if not figures:
         return _section("captions", "<p class=\"muted\">No captions in this catalog: stages caption/expand did not "
