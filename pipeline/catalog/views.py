@@ -93,9 +93,10 @@ def named_views(sql: str) -> set[str]:
     """The views a statement may read: every identifier that names one (an over-count only costs a view
     made for nothing). `clips_written` and `clip_status` are parts of `clips`."""
     every = duckdb.tokenize(sql)
-    words = {sql[start:end].strip().strip('"').lower()
+    # Strings too: query_table('clips') names a view in a string constant.
+    words = {sql[start:end].strip().strip("\"'").lower()
              for (start, kind), (end, _) in zip(every, every[1:] + [(len(sql), None)])
-             if kind in (duckdb.token_type.identifier, duckdb.token_type.keyword)}
+             if kind != duckdb.token_type.comment}
     if words & {"clips_written", "clip_status"}:
         words.add("clips")
     return words & {*TABLES, "commits"}

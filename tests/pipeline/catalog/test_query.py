@@ -79,6 +79,7 @@ def test_not_an_output_is_a_clear_error(tmp_path):
     "SELECT count(*), count(s.clip_id) FROM clips_written w LEFT JOIN clip_status s USING (clip_id)",
     "SELECT sum(clips) FROM main.commits",
     "SELECT (SELECT count(*) FROM videos) + (SELECT count(*) FROM clips)",
+    "SELECT count(*) FROM query_table('clips')",
 ])
 def test_a_query_makes_only_the_views_it_names_and_answers_as_the_full_catalog(out, sql):
     expected = connect(out).execute(sql).fetchall()
