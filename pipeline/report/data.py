@@ -86,13 +86,14 @@ def funnel(con) -> Funnel:
     result.video_errors = con.execute("""SELECT coalesce(split_part(error, ':', 1), '(none)'), count(*) FROM videos
                                          WHERE status = 'error' GROUP BY 1 ORDER BY 2 DESC, 1""").fetchall()
     result.video_hours = (con.execute("SELECT sum(duration_s) FROM videos").fetchone()[0] or 0.0) / 3600
-    for status, n, seconds in con.execute("SELECT status, count(*), sum(duration_s) FROM clips GROUP BY 1").fetchall():
-        result.clips[status] = n
-        result.clip_hours[status] = (seconds or 0.0) / 3600
-    for status, code, n in con.execute("""SELECT status, coalesce(split_part(reason, ':', 1), '(none)') AS code,
-                                                 count(*) FROM clips WHERE status <> 'accepted'
-                                          GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2""").fetchall():
-        result.reasons.setdefault(status, []).append((code, n))
+    # One scan of clips (each joins the status overlay): counts and hours per status and reason code.
+    for status, code, n, seconds in con.execute("""
+            SELECT status, coalesce(split_part(reason, ':', 1), '(none)') AS code, count(*), sum(duration_s)
+            FROM clips GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2""").fetchall():
+        result.clips[status] = result.clips.get(status, 0) + n
+        result.clip_hours[status] = result.clip_hours.get(status, 0.0) + (seconds or 0.0) / 3600
+        if status is not None and status != "accepted":
+            result.reasons.setdefault(status, []).append((code, n))
     if con.execute("SELECT count(*) FROM shard_index").fetchone()[0]:
         result.in_shards = con.execute("SELECT count(DISTINCT clip_id) FROM shard_index").fetchone()[0]
     return result
