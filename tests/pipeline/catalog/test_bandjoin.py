@@ -110,3 +110,16 @@ def test_a_lost_actor_fails_the_pass_and_publishes_nothing(ray_up, monkeypatch, 
                      exact_below=0, band_workers=2)
     assert again.incremental and sum(again.totals.values()) == 360
     assert reasons(tmp_path) == expected_reasons(tmp_path)
+
+
+def test_vidprep_refilter_takes_the_band_workers(ray_up, watched, tmp_path, capsys):
+    from pipeline.cli import EXIT_ERROR, main
+
+    append_run(tmp_path, 0, None)
+    assert main(["refilter", str(tmp_path), "--band-workers", "-1"]) == EXIT_ERROR
+    assert "--band-workers: must be 0 or more (got -1)" in capsys.readouterr().err
+    assert main(["refilter", str(tmp_path), "--keep", KEEP, "--near-duplicate-distance", str(DISTANCE),
+                 "--band-workers", "2"]) == 0
+    assert "near-duplicates  cosine distance <= 0.05" in capsys.readouterr().out
+    assert watched["held"] and watched["held"][-1] == StatusLog(tmp_path).latest()["index"]["kept"] * 32
+    assert reasons(tmp_path) == expected_reasons(tmp_path)
