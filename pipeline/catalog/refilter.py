@@ -155,9 +155,8 @@ def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: An
 
     `incremental`: decide only the waves the newest overlay has not decided, when it was made with the
     same settings and every new wave comes after the decided ones; else every wave is decided again.
-    Waves are decided in order, in batches of about `batch_clips` clips: memory follows the batch. A pass of
-    several batches looks up the band tables in Ray actors (bandjoin.band_actors: when, `band_workers`, and
-    `start_ray`, which starts or joins Ray for a pass large enough to be worth it).
+    Waves are decided in order, in batches of about `batch_clips` clips: memory follows the batch; a pass of
+    many batches looks up the band tables in Ray actors (bandjoin.band_actors: `band_workers`, `start_ray`).
     `held`: the output lock, when the caller holds it (a run's end-of-run pass)."""
     now = current_settings(out)
     keep = now["keep"] if keep is UNCHANGED else keep
