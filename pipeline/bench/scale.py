@@ -40,6 +40,7 @@ from pipeline.bench import kit as benchkit
 SIZES = {"clips": [(10, 200, 5), (50, 400, 5), (100, 2000, 5)],  # (waves, videos per wave, clips per video)
          "waves": [(1000, 16, 4), (3000, 16, 4)]}
 QUICK = {"clips": [(4, 100, 5)], "waves": [(50, 8, 4)]}
+PASS_ROUNDS = 3
 
 
 def measure(out: Path, label: str, waves: int, videos: int, clips: int, rounds: int, pass_rounds: int = 1) -> dict:
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json")
     parser.add_argument("--markdown")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--pass-rounds", type=int, default=3, help="interleaved rounds of the full passes")
+    parser.add_argument("--pass-rounds", type=int, default=PASS_ROUNDS, help="interleaved rounds of the full passes")
     parser.add_argument("--kinds", nargs="+", default=["clips", "waves"], choices=["clips", "waves"])
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else SIZES
@@ -183,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "machine": benchkit.machine_info()}, indent=1) + "\n")
     if args.markdown:
-        flags = "".join([" --quick" if args.quick else "", f" --pass-rounds {args.pass_rounds}",
+        flags = "".join([" --quick" if args.quick else "",
+                         f" --pass-rounds {args.pass_rounds}" if args.pass_rounds != PASS_ROUNDS else "",
                          "" if len(args.kinds) == 2 else f" --kinds {' '.join(args.kinds)}"])
         body = (f"{text}\n\nCommand: `vidprep bench --only scale{flags}`. "
                 f"{benchkit.machine_line(benchkit.machine_info())}. Medians of {args.rounds} interleaved rounds "

@@ -1,7 +1,8 @@
 """The near-duplicate index's band tables, held by Ray actors for one pass (pipeline/catalog/nearindex.py).
 
 Why: joining a batch's keys with the band tables in DuckDB scans every key file, once per batch, so
-a pass over N clips in batches of B costs O(N^2 / B) (35 s at 1M clips, most of an hour at 10M).
+a pass over N clips in batches of B costs O(N^2 / B) in scans (12 s of a 43 s pass at 1M clips, measured;
+~100x that at 10M, against ~10x for everything else the pass does).
 Here the tables are loaded once per pass, partitioned by band over P actors (actor p owns the bands
 with band % P == p), each holding its bands' (band, key) → ord entries as sorted int64 codes; a
 batch's lookup is a binary search per query key, on P workers at once.
@@ -26,8 +27,11 @@ from typing import Callable, Iterator
 import numpy as np
 
 ACTOR_CPUS = 0.5  # a lookup is a short burst of numpy work; the rest of the time an actor holds memory
-FROM_BATCHES = 4  # with Ray up: starting P actors (~1.3 s) pays from ~4 batches of 100k clips (measured)
-START_FROM_BATCHES = 10  # Ray to start first (~5 s embedded): pays from ~10 batches, 1M clips (measured)
+# When the actors pay (docs/BENCHMARKS.md "Catalog at scale", 2 busy cores): the DuckDB join costs ~0.12 s x B^2
+# over a pass of B batches of 100k clips (it rescans a growing index), the actors ~1.3 s to start and ~0.4 s per
+# batch; at 1M clips (B = 10) with Ray up they were 1.01-1.16x the join. Starting an embedded Ray adds ~5 s.
+FROM_BATCHES = 10  # with Ray up
+START_FROM_BATCHES = 20  # with Ray to start or join first
 ROW_SHIFT = 34  # a pair travels as one int64: row << ROW_SHIFT | ord (ords below 2**34, rows below 2**29)
 
 
