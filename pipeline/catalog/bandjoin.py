@@ -101,6 +101,9 @@ class BandJoin:
         key files `files` (relative to `source`, the output: a folder every node sees, or a store)."""
         import ray
 
+        from pipeline.store.location import Location
+
+        source = Location.of(source).uri()  # absolute, or the store's URI with its endpoint: actors run elsewhere
         if workers is None:
             workers = int(ray.cluster_resources().get("CPU", 1))
         workers = max(1, min(bands, workers))
