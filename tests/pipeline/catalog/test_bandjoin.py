@@ -123,3 +123,20 @@ def test_vidprep_refilter_takes_the_band_workers(ray_up, watched, tmp_path, caps
     assert "near-duplicates  cosine distance <= 0.05" in capsys.readouterr().out
     assert watched["held"] and watched["held"][-1] == StatusLog(tmp_path).latest()["index"]["kept"] * 32
     assert reasons(tmp_path) == expected_reasons(tmp_path)
+
+
+def test_actors_read_the_index_of_an_output_on_a_store(ray_up, watched, tmp_path, s3_bucket):
+    """The second run's pass loads the first run's band tables from the store (its published index)."""
+    decided = {}
+    for where, workers in ((tmp_path, 0), (s3_bucket("out"), 2)):
+        pool = None
+        for run in range(2):
+            written = write_output(where, f"2026010{run + 1}T000000-abcdef", waves=2, videos_per_wave=8,
+                                   clips_per_video=2, seed=run, duplicates=0.6, pool=pool)
+            pool = written.vectors[0]
+            refilter(where, KEEP, DISTANCE, BANDS, made_by="run", incremental=True, batch_clips=16, exact_below=0,
+                     band_workers=workers)
+        decided[workers] = connect(where).sql("SELECT clip_id, status, reason FROM clips ORDER BY 1").fetchall()
+    assert decided[2] == decided[0]
+    assert any(reason and reason.startswith("near_duplicate_of:") for _, _, reason in decided[2])
+    assert watched["held"][-1] == StatusLog(s3_bucket("out")).latest()["index"]["kept"] * BANDS
