@@ -124,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--near-duplicate-distance", type=float, help="cosine distance (default: the current one)")
     r.add_argument("--no-dedup", action="store_true", help="turn near-duplicate rejection off")
     r.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
+    r.add_argument("--ray-address", help="Ray cluster for the near-duplicate band actors of a large pass "
+                   "(default: an embedded one, started only for a pass of 20+ batches of 100k clips)")
+    r.add_argument("--band-workers", type=int, help="band actors (0: look up in the driver, with DuckDB; "
+                   "default: one per Ray CPU, up to the bands, for a pass of several batches)")
 
     c = sub.add_parser("compact", help="rewrite many small catalog files into few large ones (one commit)")
     c.add_argument("output")

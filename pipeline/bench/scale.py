@@ -7,20 +7,25 @@ sizes — many clips in few waves, and many small waves — and times, side by s
     query        `vidprep query OUT "SELECT count(*) FROM clips"` (in process: open + query)
     duckdb       the same count, DuckDB alone: read_parquet('OUT/catalog/clips/*.parquet')
     noop         the end-of-run pass with nothing new (a rerun)
-    first pass   the end-of-run pass over everything (near-duplicates + keep), once
+    first pass   the end-of-run pass over everything (near-duplicates + keep): the band tables joined in
+                 DuckDB in the driver, and held by Ray band actors (pipeline/catalog/bandjoin.py; Ray
+                 embedded with the machine's CPUs, started before), side by side; each mode's driver
+                 peak RSS for that pass in a fresh process
     new wave     the end-of-run pass after one more wave is committed (incremental)
-    refilter     `vidprep refilter` with a new keep expression (dry run: every wave again)
+    refilter     `vidprep refilter` with a new keep expression (dry run: every wave again), both modes
     compact      `vidprep compact`, then the query again
     search       `vidprep search`'s ranking (top 10 by cosine to a fixed vector; the text encoder's one
                  forward is left out), against DuckDB alone ranking the same files; its peak memory
                  in a fresh process
 
-Medians of interleaved rounds for query/duckdb/noop; single timings for the rest.
+Medians of interleaved rounds for query/duckdb/noop, and of `--pass-rounds` interleaved rounds for the
+two band-table modes; single timings for the rest.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,9 +40,10 @@ from pipeline.bench import kit as benchkit
 SIZES = {"clips": [(10, 200, 5), (50, 400, 5), (100, 2000, 5)],  # (waves, videos per wave, clips per video)
          "waves": [(1000, 16, 4), (3000, 16, 4)]}
 QUICK = {"clips": [(4, 100, 5)], "waves": [(50, 8, 4)]}
+PASS_ROUNDS = 3
 
 
-def measure(out: Path, label: str, waves: int, videos: int, clips: int, rounds: int) -> dict:
+def measure(out: Path, label: str, waves: int, videos: int, clips: int, rounds: int, pass_rounds: int = 1) -> dict:
     from pipeline.catalog.refilter import refilter
     from pipeline.catalog.views import query
     from pipeline.kit.catalog import KEEP, write_output
@@ -49,9 +55,12 @@ def measure(out: Path, label: str, waves: int, videos: int, clips: int, rounds: 
            "generate_s": round(time.perf_counter() - started, 1)}
     glob = str(out / "catalog/clips/*.parquet")
     sql = "SELECT count(*) FROM clips"
-    t = time.perf_counter()
-    refilter(out, KEEP, 0.05, 32, made_by="run", incremental=True)
-    row["first_pass_s"] = time.perf_counter() - t
+    # The first pass, both modes, as dry runs (the same work: decide every wave, build the index), then once
+    # for real (untimed) so that the later columns start from its overlay.
+    row.update(passes(lambda workers: refilter(out, KEEP, 0.05, 32, made_by="run", dry_run=True,
+                                               band_workers=workers), "first_pass", pass_rounds))
+    row.update(pass_peaks(out))
+    refilter(out, KEEP, 0.05, 32, made_by="run", incremental=True, band_workers=0)
     times = benchkit.time_interleaved({
         "query": lambda: query(out, sql),
         "duckdb": lambda: duckdb.connect().sql(f"SELECT count(*) FROM read_parquet('{glob}')").fetchall(),
@@ -62,9 +71,8 @@ def measure(out: Path, label: str, waves: int, videos: int, clips: int, rounds: 
     t = time.perf_counter()
     refilter(out, KEEP, 0.05, 32, made_by="run", incremental=True)
     row["new_wave_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    refilter(out, "clip_aesthetic >= 4", dry_run=True)
-    row["refilter_s"] = time.perf_counter() - t
+    row.update(passes(lambda workers: refilter(out, "clip_aesthetic >= 4", dry_run=True, band_workers=workers),
+                      "refilter", pass_rounds))
     row.update(measure_search(out, glob, rounds))
     t = time.perf_counter()
     compact(out)
@@ -75,6 +83,38 @@ def measure(out: Path, label: str, waves: int, videos: int, clips: int, rounds: 
     row["query_compacted_s"] = after["query"]
     row["ratio"] = row["query_s"] / row["duckdb_s"]
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def passes(full_pass, name: str, rounds: int) -> dict:
+    """A full near-duplicate pass with the band tables joined in DuckDB (0 actors) and in band actors (one per
+    CPU), interleaved: medians and their ratio."""
+    times = benchkit.medians(benchkit.time_interleaved({
+        "join": lambda: full_pass(0), "actors": lambda: full_pass(os.cpu_count())}, rounds))
+    return {f"{name}_s": times["join"], f"{name}_actors_s": times["actors"],
+            f"{name}_speedup": times["join"] / times["actors"]}
+
+
+PEAK = """
+import os, sys, ray
+from pipeline.catalog.refilter import refilter
+from pipeline.kit.catalog import KEEP
+workers = int(sys.argv[2])
+if workers:
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+refilter(sys.argv[1], KEEP, 0.05, 32, made_by="run", dry_run=True, band_workers=workers)
+print(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])  # KiB
+"""
+
+
+def pass_peaks(out: Path) -> dict:
+    """The driver's peak RSS over a first pass in a fresh process, per mode (the actors' own memory is theirs:
+    other processes, on other machines of a cluster)."""
+    peaks = {}
+    for name, workers in (("join", 0), ("actors", os.cpu_count())):
+        text = subprocess.run([sys.executable, "-c", PEAK, str(out), str(workers)], check=True, capture_output=True,
+                              text=True).stdout
+        peaks[f"pass_peak_{name}_mb"] = round(int(text.split()[-1]) / 1024)
+    return peaks
 
 
 SEARCH_DIM = 32  # pipeline/kit/catalog.py's embedding width
@@ -99,13 +139,17 @@ def measure_search(out: Path, glob: str, rounds: int) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = ("| output | clips | waves | `vidprep query` count | DuckDB alone | ratio | no-op rerun pass | "
-            "first pass (all) | pass after +1 wave | refilter (all, dry run) | compact | query after compact | "
+            "first pass (all): DuckDB join / band actors | driver peak RSS, first pass: join / actors | "
+            "pass after +1 wave | refilter (all, dry run): join / actors | compact | query after compact | "
             "search (top 10) | search, DuckDB alone | search peak RSS |")
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 16]
     for r in rows:
         lines.append(f"| {r['output']} | {r['clips']:,} | {r['waves']:,} | {r['query_s']:.3f} s "
-                     f"| {r['duckdb_s']:.3f} s | {r['ratio']:.2f}× | {r['noop_s']:.3f} s | {r['first_pass_s']:.1f} s "
-                     f"| {r['new_wave_s']:.2f} s | {r['refilter_s']:.1f} s | {r['compact_s']:.1f} s "
+                     f"| {r['duckdb_s']:.3f} s | {r['ratio']:.2f}× | {r['noop_s']:.3f} s "
+                     f"| {r['first_pass_s']:.1f} / {r['first_pass_actors_s']:.1f} s ({r['first_pass_speedup']:.2f}×) "
+                     f"| {r['pass_peak_join_mb']} / {r['pass_peak_actors_mb']} MB | {r['new_wave_s']:.2f} s "
+                     f"| {r['refilter_s']:.1f} / {r['refilter_actors_s']:.1f} s ({r['refilter_speedup']:.2f}×) "
+                     f"| {r['compact_s']:.1f} s "
                      f"| {r['query_compacted_s']:.3f} s | {r['search_s']:.2f} s | {r['search_duckdb_s']:.2f} s "
                      f"| {r['search_peak_mb']} MB |")
     return "\n".join(lines)
@@ -117,26 +161,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json")
     parser.add_argument("--markdown")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pass-rounds", type=int, default=PASS_ROUNDS, help="interleaved rounds of the full passes")
+    parser.add_argument("--kinds", nargs="+", default=["clips", "waves"], choices=["clips", "waves"])
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else SIZES
     rows = []
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")  # for the band actors
     for kind, shapes in sizes.items():
-        for waves, videos, clips in shapes:
+        for waves, videos, clips in shapes if kind in args.kinds else ():
             folder = Path(tempfile.mkdtemp(prefix="vidprep-scale-"))
             try:
                 label = f"{waves * videos * clips // 1000}k clips" if kind == "clips" else f"{waves:,} waves"
-                rows.append(measure(folder / "out", label, waves, videos, clips, args.rounds))
+                rows.append(measure(folder / "out", label, waves, videos, clips, args.rounds, args.pass_rounds))
                 print(json.dumps(rows[-1]), flush=True)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
+    ray.shutdown()
     text = table(rows)
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "machine": benchkit.machine_info()}, indent=1) + "\n")
     if args.markdown:
-        body = (f"{text}\n\nCommand: `vidprep bench --only scale{' --quick' if args.quick else ''}`. "
+        flags = "".join([" --quick" if args.quick else "",
+                         f" --pass-rounds {args.pass_rounds}" if args.pass_rounds != PASS_ROUNDS else "",
+                         "" if len(args.kinds) == 2 else f" --kinds {' '.join(args.kinds)}"])
+        body = (f"{text}\n\nCommand: `vidprep bench --only scale{flags}`. "
                 f"{benchkit.machine_line(benchkit.machine_info())}. Medians of {args.rounds} interleaved rounds "
-                "for the query, DuckDB and no-op columns; the others are single timings.\n")
+                f"for the query, DuckDB and no-op columns, of {args.pass_rounds} for the two band-table modes; the "
+                "others are single timings.\n")
         benchkit.update_section(Path(args.markdown), "scale", "Catalog at scale", body)
     return 0
 

@@ -17,9 +17,11 @@ the status record with the list of its files (pipeline/store/status.py), so
 the index and the statuses are published by one atomic rename.
 
 A batch of new clips is decided in the driver with memory in the batch size:
-its keys are joined with the band tables inside DuckDB (a scan of the key
-column, not a load), only the matching kept clips' embeddings are fetched, and
-each candidate pair is verified exactly. While the index is small (fewer than
+its keys are joined with the band tables — inside DuckDB (a scan of the key
+files, not a load), or for a pass of many batches by Ray actors holding the
+tables (pipeline/catalog/bandjoin.py: loaded once, not scanned per batch) —
+only the matching kept clips' embeddings are fetched, and each candidate pair
+is verified exactly. While the index is small (fewer than
 EXACT_BELOW kept clips) every kept clip is a candidate: exact, as dedup.py.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.catalog.bandjoin import band_codes
 from pipeline.catalog.views import arrow, quiet_connection
 from pipeline.catalog.dedup import EPS, EXACT_BELOW, hyperplanes, lsh_bits, signatures, unit_rows
 
@@ -67,6 +70,7 @@ class NearIndex:
     _fresh_keys: list[pa.Table] = field(default_factory=list)
     _fresh_kept: list[pa.Table] = field(default_factory=list)
     _con: Any = None
+    band_join: Any = None  # a bandjoin.BandJoin while actors hold the band tables (bandjoin.band_actors)
 
     @classmethod
     def new(cls, out: str | Path, bands: int, expected: int, exact_below: int = EXACT_BELOW) -> "NearIndex":
@@ -164,10 +168,13 @@ class NearIndex:
                 r, c = np.nonzero(sims >= threshold)
                 found[0].append(r + start), found[1].append(ords[c]), found[2].append(sims[r, c])
             return tuple(np.concatenate(f) for f in found)
-        rows, bands = np.divmod(np.arange(keys.size, dtype=np.int64), keys.shape[1])
-        con.register("_query", pa.table({"row": rows, "band": bands.astype(np.int16), "key": keys.reshape(-1)}))
-        pairs = arrow(con.sql(f"""SELECT DISTINCT q.row, k.ord FROM _query q
-                                  JOIN read_parquet({self._listing('k')}) k ON k.band = q.band AND k.key = q.key"""))
+        if self.band_join is not None:  # the same pairs, from the actors' copy of the band tables
+            pairs = pa.table(dict(zip(("row", "ord"), self.band_join.pairs(keys))))
+        else:
+            rows, bands = np.divmod(np.arange(keys.size, dtype=np.int64), keys.shape[1])
+            con.register("_query", pa.table({"row": rows, "band": bands.astype(np.int16), "key": keys.reshape(-1)}))
+            pairs = arrow(con.sql(f"""SELECT DISTINCT q.row, k.ord FROM _query q JOIN read_parquet(
+                                      {self._listing('k')}) k ON k.band = q.band AND k.key = q.key"""))
         if not pairs.num_rows:
             return empty
         con.register("_pairs", pairs)
@@ -206,6 +213,8 @@ class NearIndex:
                                           "clip_embedding": embeddings.take(taken).cast(KEPT.field(3).type)},
                                          schema=KEPT))
         chosen = keys[rows]  # (k, bands)
+        if self.band_join is not None:
+            self.band_join.add(chosen, ords)
         self._fresh_keys.append(pa.table({"band": np.tile(np.arange(self.bands, dtype=np.int16), len(rows)),
                                           "key": chosen.reshape(-1), "ord": np.repeat(ords, self.bands)},
                                          schema=KEYS))
@@ -235,6 +244,10 @@ class NearIndex:
         rel = f"{FILES}/v{version:06d}-{kind}-{_file_hash(tmp)[:16]}.parquet"
         os.replace(tmp, self.out / rel)
         return rel
+
+    def key_files(self) -> list[str]:
+        """The band tables' files, relative to the output."""
+        return [f for f in self.files if Path(f).name.split("-")[1] == "k"]
 
     def _listing(self, kind: str) -> str:
         paths = [str(self.out / f) for f in self.files if Path(f).name.split("-")[1] == kind]
@@ -328,11 +341,11 @@ class CommittedKept:
             return pairs
         if self._keys is None:  # once per worker process: the band tables, as sorted (band, key) codes
             table = arrow(self._con.sql(f"SELECT band, key, ord FROM read_parquet({index._listing('k')})"))
-            codes = _codes(table.column("band").to_numpy(), table.column("key").to_numpy())
+            codes = band_codes(table.column("band").to_numpy(), table.column("key").to_numpy())
             order = np.argsort(codes, kind="stable")
             self._keys = (codes[order], table.column("ord").to_numpy()[order])
         codes, ords = self._keys
-        wanted = _codes(bands, keys)
+        wanted = band_codes(bands, keys)
         lo, hi = np.searchsorted(codes, wanted, "left"), np.searchsorted(codes, wanted, "right")
         counts = hi - lo
         starts = np.repeat(lo - np.r_[0, np.cumsum(counts)[:-1]], counts)  # each match's offset into `codes`
@@ -340,11 +353,6 @@ class CommittedKept:
                                   axis=0, return_counts=True)
         found = found[shared >= MIN_SHARED_BANDS]
         return pa.table({"row": found[:, 0], "ord": found[:, 1]})
-
-
-def _codes(bands: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """(band, key) → one sortable int64 (keys have at most 24 bits)."""
-    return (bands.astype(np.int64) << 32) | keys.astype(np.int64)
 
 
 def _units(column, count: int) -> np.ndarray:

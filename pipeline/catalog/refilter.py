@@ -31,11 +31,12 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.catalog.bandjoin import band_actors
 from pipeline.catalog.dedup import EXACT_BELOW
 from pipeline.catalog.nearindex import CommittedKept, NearIndex
 from pipeline.catalog.views import arrow, connect, declared_scan, store_dataset
@@ -83,7 +84,8 @@ def current_settings(out: str | Path) -> dict[str, Any]:
             "dedup_bands": settings.get("dedup_bands", 32)}
 
 
-def after_run(out: str | Path, config, held: OutputLock | None = None) -> Outcome | None:
+def after_run(out: str | Path, config, held: OutputLock | None = None,
+              start_ray: Callable[[], None] | None = None) -> Outcome | None:
     """The end-of-run pass: near-duplicates (and a sticky refilter) over the waves not yet decided.
 
     None when there is nothing to decide: no filter stage, or no clip committed yet (an empty input,
@@ -101,7 +103,7 @@ def after_run(out: str | Path, config, held: OutputLock | None = None) -> Outcom
                     "dedup_bands": stage.dedup_bands}
     else:
         return None
-    return refilter(out, **settings, made_by="run", incremental=True, held=held)
+    return refilter(out, **settings, made_by="run", incremental=True, held=held, start_ray=start_ray)
 
 
 def streaming_snapshot(out: str | Path, config, first_wave: str) -> tuple[CommittedKept | None, str]:
@@ -147,12 +149,14 @@ def has_clips(out: str | Path) -> bool:
 def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: Any = UNCHANGED,
              dedup_bands: Any = UNCHANGED, *, dry_run: bool = False, made_by: str = "refilter",
              incremental: bool = False, batch_clips: int = BATCH_CLIPS, exact_below: int = EXACT_BELOW,
-             held: OutputLock | None = None) -> Outcome:
+             held: OutputLock | None = None, band_workers: int | None = None,
+             start_ray: Callable[[], None] | None = None) -> Outcome:
     """Re-decide clips' statuses from stored scores; publish an overlay unless `dry_run`.
 
     `incremental`: decide only the waves the newest overlay has not decided, when it was made with the
     same settings and every new wave comes after the decided ones; else every wave is decided again.
-    Waves are decided in order, in batches of about `batch_clips` clips: memory follows the batch.
+    Waves are decided in order, in batches of about `batch_clips` clips: memory follows the batch; a pass of
+    many batches looks up the band tables in Ray actors (bandjoin.band_actors: `band_workers`, `start_ray`).
     `held`: the output lock, when the caller holds it (a run's end-of-run pass)."""
     now = current_settings(out)
     keep = now["keep"] if keep is UNCHANGED else keep
@@ -196,11 +200,13 @@ def refilter(out: str | Path, keep: Any = UNCHANGED, near_duplicate_distance: An
         clip_files = live_files(waves).filter(pc.equal(live_files(waves).column("table"), "clips"))
         parts: list[str] = []
         log.recover()
-        for batch in grouped([w for w, _ in new], [n for _, n in new], batch_clips):
-            part = decide(con, _batch_scan(out, con, clip_files, waves, schemas, batch), expression, distance,
-                          index, outcome, version, log)
-            if part:
-                parts.append(part)
+        batches = list(grouped([w for w, _ in new], [n for _, n in new], batch_clips))
+        with band_actors(str(out), index, len(batches), start_ray, band_workers):
+            for batch in batches:
+                part = decide(con, _batch_scan(out, con, clip_files, waves, schemas, batch), expression, distance,
+                              index, outcome, version, log)
+                if part:
+                    parts.append(part)
         index_before = list(previous["index"]["files"]) if previous and previous.get("index") else []
         if index is not None:
             index.flush(version)

@@ -57,7 +57,16 @@ def refilter(args) -> int:
     keep = None if args.keep_all else (UNCHANGED if args.keep is None else args.keep)
     distance = None if args.no_dedup else (UNCHANGED if args.near_duplicate_distance is None
                                            else args.near_duplicate_distance)
-    outcome = refilter(args.output, keep, distance, dry_run=args.dry_run)
+    if args.band_workers is not None and args.band_workers < 0:
+        raise ValueError(f"--band-workers: must be 0 or more (got {args.band_workers})")
+
+    def start_ray() -> None:  # only called for a pass worth it (pipeline/catalog/bandjoin.py)
+        from pipeline.run.executors import init_ray
+
+        init_ray(args.ray_address, None)
+
+    outcome = refilter(args.output, keep, distance, dry_run=args.dry_run, band_workers=args.band_workers,
+                       start_ray=start_ray)
     print(format_outcome(outcome) + ("\n  (dry run: nothing written)" if args.dry_run else ""))
     return 0
 

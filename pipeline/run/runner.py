@@ -25,7 +25,7 @@ from pipeline.store.commit import STAGING, CommitLog, WaveWriter, write_json
 from pipeline.store.compact import compact_if_many
 from pipeline.store.lease import OutputLock
 from pipeline.config import Config
-from pipeline.run.executors import RayExecutor, SequentialExecutor
+from pipeline.run.executors import RayExecutor, SequentialExecutor, init_ray
 from pipeline.store.faults import crash_point
 from pipeline.store.location import Location, with_endpoint
 from pipeline.store.manifest import Manifest
@@ -150,7 +150,10 @@ def _end_of_run(out: "Path | Location", config: Config, result: RunResult, lock:
     both under the run's own lock."""
     from pipeline.catalog.refilter import after_run
 
-    result.decisions = after_run(out, config, held=lock)
+    # After the run's Ray stopped with its executor: a pass of many batches starts or joins Ray again (the
+    # run's cluster, run.ray_address) for its band actors (pipeline/catalog/bandjoin.py).
+    start_ray = (lambda: init_ray(config.run.ray_address, config.run.num_cpus)) if config.run.runner == "ray" else None
+    result.decisions = after_run(out, config, held=lock, start_ray=start_ray)
     result.compaction = compact_if_many(out, config.run.compact_above_files, held=lock)
     if result.compaction:
         log.info("compacted %s catalog files into %s (%s)", sum(result.compaction.replaced.values()),
