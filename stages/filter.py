@@ -16,7 +16,7 @@ it, so that caption, expand and encode do not work on clips it will reject,
 this stage rejects (`near_duplicate_of:<clip_id>`) the accepted clips that
 provably duplicate a clip kept by an earlier run's pass, when the runner
 hands it those kept clips (`reject_against`, with
-`near_duplicate_streaming: true`; pipeline/catalog/nearindex.py CommittedKept
+`near_duplicate_streaming: true`; pipeline/catalog/snapshot.py CommittedKept
 says why the pass then makes the same decision, whatever the scheduling).
 Pairs within one run stay with the end-of-run pass: whether the earlier clip
 of such a pair is kept depends on clips the batch may not hold.
@@ -67,7 +67,7 @@ class Filter(Stage):
         self.committed: Any = None  # set by reject_against; not a config field
 
     def reject_against(self, committed: Any) -> None:
-        """Kept clips of decided waves (pipeline/catalog/nearindex.CommittedKept, or None): accepted clips
+        """Kept clips of decided waves (pipeline/catalog/snapshot.CommittedKept, or None): accepted clips
         that duplicate one of them are rejected in the stream. The runner calls this before the plan runs."""
         self.committed = committed if self.near_duplicate_streaming else None
 

@@ -17,6 +17,10 @@ sizes — many clips in few waves, and many small waves — and times, side by s
     search       `vidprep search`'s ranking (top 10 by cosine to a fixed vector; the text encoder's one
                  forward is left out), against DuckDB alone ranking the same files; its peak memory
                  in a fresh process
+    report       `vidprep report` (the HTML page: histograms over every clip, thumbnails from a sample)
+
+A last row extrapolates the 100k and 1M rows' times to 10M clips, one more decade at the slope
+measured between them (t(10M) = t(1M)^2 / t(100k)): a trend, not a measurement.
 
 Medians of interleaved rounds for query/duckdb/noop, and of `--pass-rounds` interleaved rounds for the
 two band-table modes; single timings for the rest.
@@ -38,7 +42,7 @@ import duckdb
 from pipeline.bench import kit as benchkit
 
 SIZES = {"clips": [(10, 200, 5), (50, 400, 5), (100, 2000, 5)],  # (waves, videos per wave, clips per video)
-         "waves": [(1000, 16, 4), (3000, 16, 4)]}
+         "waves": [(1000, 16, 4), (3000, 16, 4), (10000, 16, 4)]}
 QUICK = {"clips": [(4, 100, 5)], "waves": [(50, 8, 4)]}
 PASS_ROUNDS = 3
 
@@ -47,6 +51,7 @@ def measure(out: Path, label: str, waves: int, videos: int, clips: int, rounds: 
     from pipeline.catalog.refilter import refilter
     from pipeline.catalog.views import query
     from pipeline.kit.catalog import KEEP, write_output
+    from pipeline.report.html import write_report
     from pipeline.store.compact import compact
 
     started = time.perf_counter()
@@ -74,6 +79,9 @@ def measure(out: Path, label: str, waves: int, videos: int, clips: int, rounds: 
     row.update(passes(lambda workers: refilter(out, "clip_aesthetic >= 4", dry_run=True, band_workers=workers),
                       "refilter", pass_rounds))
     row.update(measure_search(out, glob, rounds))
+    t = time.perf_counter()
+    write_report(out, out.parent / "report.html")
+    row["report_s"] = time.perf_counter() - t
     t = time.perf_counter()
     compact(out)
     row["compact_s"] = time.perf_counter() - t
@@ -141,8 +149,9 @@ def table(rows: list[dict]) -> str:
     head = ("| output | clips | waves | `vidprep query` count | DuckDB alone | ratio | no-op rerun pass | "
             "first pass (all): DuckDB join / band actors | driver peak RSS, first pass: join / actors | "
             "pass after +1 wave | refilter (all, dry run): join / actors | compact | query after compact | "
-            "search (top 10) | search, DuckDB alone | search peak RSS |")
-    lines = [head, "|" + "---|" * 16]
+            "search (top 10) | search, DuckDB alone | search peak RSS | report |")
+    lines = [head, "|" + "---|" * 17]
+    rows = rows + extrapolated(rows)
     for r in rows:
         lines.append(f"| {r['output']} | {r['clips']:,} | {r['waves']:,} | {r['query_s']:.3f} s "
                      f"| {r['duckdb_s']:.3f} s | {r['ratio']:.2f}× | {r['noop_s']:.3f} s "
@@ -151,8 +160,25 @@ def table(rows: list[dict]) -> str:
                      f"| {r['refilter_s']:.1f} / {r['refilter_actors_s']:.1f} s ({r['refilter_speedup']:.2f}×) "
                      f"| {r['compact_s']:.1f} s "
                      f"| {r['query_compacted_s']:.3f} s | {r['search_s']:.2f} s | {r['search_duckdb_s']:.2f} s "
-                     f"| {r['search_peak_mb']} MB |")
+                     f"| {r['search_peak_mb']} MB | {r['report_s']:.1f} s |")
     return "\n".join(lines)
+
+
+def extrapolated(rows: list[dict]) -> list[dict]:
+    """A row for 10M clips from the 100k and 1M rows: each time one more decade at their slope."""
+    by_label = {r["output"]: r for r in rows}
+    small, large = by_label.get("100k clips"), by_label.get("1000k clips")
+    if not small or not large:
+        return []
+    row = {"output": "10M clips (extrapolated)", "clips": 10 * large["clips"], "waves": 10 * large["waves"]}
+    for key, value in large.items():
+        if key.endswith(("_s", "_mb")) and small.get(key):
+            row[key] = value * value / small[key]
+    for name in ("first_pass", "refilter"):
+        row[f"{name}_speedup"] = row[f"{name}_s"] / row[f"{name}_actors_s"]
+    row["ratio"] = row["query_s"] / row["duckdb_s"]
+    row.update({k: round(v) for k, v in row.items() if k.endswith("_mb")})
+    return [row]
 
 
 def main(argv: list[str] | None = None) -> int:

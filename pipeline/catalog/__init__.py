@@ -3,6 +3,9 @@
     views.py     `connect(OUT)` → a DuckDB connection with the views; read-only `query`
     refilter.py  `vidprep refilter` and the end-of-run status pass
     dedup.py     near-duplicates over CLIP embeddings (exact, or LSH candidates verified exactly)
+    nearindex.py the near-duplicate index that lives with the output (band tables, kept embeddings)
+    bandjoin.py  its band tables held by Ray actors for a pass of many batches
+    snapshot.py  the index's read-only snapshot the stream's filter rejects against
     search.py    `vidprep search`: text → CLIP → cosine ranking in DuckDB
 
     from pipeline.catalog import connect

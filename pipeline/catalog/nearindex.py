@@ -16,6 +16,8 @@ the projections are taken around — are frozen when it is built, and live in
 the status record with the list of its files (pipeline/store/status.py), so
 the index and the statuses are published by one atomic rename.
 
+The stream's read-only view of the decided waves is pipeline/catalog/snapshot.py.
+
 A batch of new clips is decided in the driver with memory in the batch size:
 its keys are joined with the band tables — inside DuckDB (a scan of the key
 files, not a load), or for a pass of many batches by Ray actors holding the
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,16 +48,10 @@ KEYS = pa.schema([("band", pa.int16()), ("key", pa.int64()), ("ord", pa.int64())
 KEPT = pa.schema([("ord", pa.int64()), ("clip_id", pa.string()), ("source_uri", pa.string()),
                   ("clip_embedding", pa.list_(pa.float16()))])
 REBUILD_FACTOR = 8  # kept clips past REBUILD_FACTOR * 2**bits: buckets too full, rebuild with more bits
-# The stream rejects only what the end-of-run pass provably rejects (CommittedKept), so it keeps away from
-# the two places where float rounding could make the two computations disagree:
 EMBEDDING_ROW_GROUP = 4096
-KEY_CACHE_ROWS = 1 << 23  # band-table rows a stream worker holds in memory (128 MiB); above, DuckDB joins the files
-# A pair sharing one band is mostly chance (bits are chosen for ~1 unrelated kept clip per bucket); near-
-# duplicates share many (copies: nearly all). Two or more: few embeddings to fetch; a pair sharing only one
-# is left to the end-of-run pass (fewer rejections in the stream are never wrong, only less saved).
-MIN_SHARED_BANDS = 2
-SIGN_MARGIN = 1e-4  # a projection this close to 0 may flip sign in a matmul of another shape: band not used
-SIMILARITY_MARGIN = 1e-4  # a pair this close to the threshold is left to the end-of-run pass
+PAIR_CHUNK = 1 << 20  # candidate pairs verified at once
+PASS_MEMORY = "512MB"  # DuckDB's share of the pass (the band-table join); past it DuckDB spills to its temp folder
+FETCH_ORDS = 1 << 16  # kept clips' embeddings held at once to verify a batch's pairs: memory in this, not the index
 
 
 @dataclass
@@ -70,6 +67,7 @@ class NearIndex:
     _fresh_keys: list[pa.Table] = field(default_factory=list)
     _fresh_kept: list[pa.Table] = field(default_factory=list)
     _con: Any = None
+    _fetch: Any = None
     band_join: Any = None  # a bandjoin.BandJoin while actors hold the band tables (bandjoin.band_actors)
 
     @classmethod
@@ -140,7 +138,16 @@ class NearIndex:
     def _duckdb(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:  # one in-memory connection for the pass (opening one costs tens of ms)
             self._con = quiet_connection()
+            self._con.execute("SET parquet_metadata_cache = true")  # the index's files are immutable
+            # The pass's joins stay under this (spilling past it), so the driver's memory doesn't follow them.
+            self._con.execute(f"SET memory_limit = '{PASS_MEMORY}'; SET temp_directory = '{tempfile.gettempdir()}'")
         return self._con
+
+    def _fetcher(self) -> duckdb.DuckDBPyConnection:
+        """A second cursor on the pass's database: it fetches embeddings while the first streams pairs."""
+        if self._fetch is None:
+            self._fetch = self._duckdb().cursor()
+        return self._fetch
 
     def _names(self, ords: set[int]) -> dict[int, str]:
         """clip_id of earlier kept clips, by ord, from the index's embedding files."""
@@ -169,23 +176,44 @@ class NearIndex:
                 found[0].append(r + start), found[1].append(ords[c]), found[2].append(sims[r, c])
             return tuple(np.concatenate(f) for f in found)
         if self.band_join is not None:  # the same pairs, from the actors' copy of the band tables
-            pairs = pa.table(dict(zip(("row", "ord"), self.band_join.pairs(keys))))
-        else:
-            rows, bands = np.divmod(np.arange(keys.size, dtype=np.int64), keys.shape[1])
-            con.register("_query", pa.table({"row": rows, "band": bands.astype(np.int16), "key": keys.reshape(-1)}))
-            pairs = arrow(con.sql(f"""SELECT DISTINCT q.row, k.ord FROM _query q JOIN read_parquet(
-                                      {self._listing('k')}) k ON k.band = q.band AND k.key = q.key"""))
-        if not pairs.num_rows:
-            return empty
-        con.register("_pairs", pairs)
-        fetched = arrow(con.sql(f"""SELECT ord, clip_embedding FROM {embeddings}
-                                    WHERE ord IN (SELECT DISTINCT ord FROM _pairs) ORDER BY ord"""))
-        by_ord = fetched.column("ord").to_numpy()
-        units = _units(fetched.column("clip_embedding"), len(by_ord))
-        pair_rows, pair_ords = pairs.column("row").to_numpy(), pairs.column("ord").to_numpy()
-        sims = _pair_sims(unit, pair_rows, units, np.searchsorted(by_ord, pair_ords))
-        close = sims >= threshold
-        return pair_rows[close], pair_ords[close], sims[close]
+            return self._verified(unit, *self.band_join.pairs(keys), threshold)
+        rows, bands = np.divmod(np.arange(keys.size, dtype=np.int64), keys.shape[1])
+        con.register("_query", pa.table({"row": rows, "band": bands.astype(np.int16), "key": keys.reshape(-1)}))
+        # Streamed in ord order, PAIR_CHUNK pairs at a time: a batch has up to batch x bands x (kept clips per
+        # bucket) pairs, and DuckDB keeps (or spills) them, not Python.
+        pairs = con.sql(f"""SELECT DISTINCT q.row, k.ord FROM _query q JOIN read_parquet({self._listing('k')}) k
+                            ON k.band = q.band AND k.key = q.key ORDER BY k.ord""").to_arrow_reader(PAIR_CHUNK)
+        found = [self._verified(unit, chunk.column(0).to_numpy(), chunk.column(1).to_numpy(), threshold)
+                 for chunk in pairs]
+        return tuple(np.concatenate([f[k] for f in found]) for k in range(3)) if found else empty
+
+    def _verified(self, unit: np.ndarray, rows: np.ndarray, ords: np.ndarray, threshold: float):
+        """The candidate pairs (row, ord) within the distance, with their similarity. The kept clips'
+        embeddings are fetched FETCH_ORDS at a time, by ord range (the embedding files are sorted by ord
+        in small row groups: DuckDB reads only the row groups in range): with ~1 unrelated kept clip per
+        bucket a batch's candidates touch up to batch x bands kept clips, nearly all of them at 1M."""
+        order = np.argsort(ords, kind="stable")
+        rows, ords = rows[order], ords[order]
+        wanted = ords[np.r_[True, ords[1:] != ords[:-1]]]  # distinct, sorted
+        if not len(wanted):
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+        con = self._fetcher()
+        found: list[list[np.ndarray]] = [[], [], []]
+        for start in range(0, len(wanted), FETCH_ORDS):
+            chunk = wanted[start:start + FETCH_ORDS]
+            lo, hi = int(chunk[0]), int(chunk[-1])
+            con.register("_wanted", pa.table({"ord": chunk}))
+            fetched = arrow(con.sql(f"""SELECT ord, clip_embedding FROM read_parquet({self._listing('e')})
+                                        WHERE ord BETWEEN {lo} AND {hi} AND ord IN (SELECT ord FROM _wanted)
+                                        ORDER BY ord"""))
+            by_ord = fetched.column("ord").to_numpy()
+            units = _units(fetched.column("clip_embedding"), len(by_ord))
+            first, last = np.searchsorted(ords, lo, "left"), np.searchsorted(ords, hi, "right")
+            sims = _pair_sims(unit, rows[first:last], units, np.searchsorted(by_ord, ords[first:last]))
+            close = sims >= threshold
+            found[0].append(rows[first:last][close]), found[1].append(ords[first:last][close])
+            found[2].append(sims[close])
+        return tuple(np.concatenate(f) for f in found)
 
     def _batch_pairs(self, unit: np.ndarray, keys: np.ndarray, exact: bool, threshold: float):
         """(row, earlier row, similarity) of pairs inside the batch within the distance."""
@@ -252,107 +280,6 @@ class NearIndex:
     def _listing(self, kind: str) -> str:
         paths = [str(self.out / f) for f in self.files if Path(f).name.split("-")[1] == kind]
         return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
-
-
-@dataclass
-class CommittedKept:
-    """The kept clips of the waves already decided, read-only: what the stream rejects new clips against.
-
-    Why a rejection here is the end-of-run pass's own decision (`near_duplicate_of:<id>`): the pass goes
-    on from the same index (refilter.streaming_snapshot checks that it will: same settings, the run's
-    waves after every decided one), so the clips in this snapshot are kept and come before every new
-    clip in its order; a new clip within the distance of one of them is rejected by the greedy rule
-    whatever else the pass decides — provided the pass finds the pair. It does when the pair shares a
-    band key (both in LSH and exact mode), so only pairs sharing a key are used, computed with the
-    index's frozen centre, seed and bits; bands holding a projection within SIGN_MARGIN of 0 and pairs
-    within SIMILARITY_MARGIN of the threshold are left out, so rounding can't make the two disagree.
-    The named clip is the most similar kept clip of the snapshot; the end pass may name another (a
-    more similar clip of this run), never keep the clip. Each decision depends only on the clip and the
-    snapshot: the same whatever the batches, their order, a crash or a resume.
-
-    Small to ship (settings and a file list): workers read the band tables and the matched embeddings
-    from the index's Parquet files (immutable, content-named) through DuckDB, as NearIndex does.
-    """
-    out: str
-    version: int  # the status record the snapshot is (its index is that record's)
-    max_distance: float
-    state: dict[str, Any]  # NearIndex.state() of that record
-    _con: Any = field(default=None, repr=False, compare=False)
-    _keys: Any = field(default=None, repr=False, compare=False)  # (sorted codes, ords), loaded once per process
-
-    @property
-    def kept(self) -> int:
-        return int(self.state["kept"])
-
-    def __getstate__(self):  # a DuckDB connection and the loaded band tables stay in their process
-        return {**self.__dict__, "_con": None, "_keys": None}
-
-    def duplicates_of(self, embeddings: np.ndarray) -> list[str | None]:
-        """(n, D) clip embeddings (as stored, float16) → the kept clip each one provably duplicates, or None."""
-        count = len(embeddings)
-        centre = np.asarray(self.state["centre"], np.float32)
-        if not count or embeddings.ndim != 2 or embeddings.shape[1] != len(centre):
-            return [None] * count  # another embedding model: the end pass says so, not the stream
-        bands, bits, seed = self.state["bands"], self.state["bits"], self.state["seed"]
-        unit = unit_rows(embeddings)  # (n, D) float32
-        values = (unit - centre[None, :]) @ hyperplanes(unit.shape[1], bands, bits, seed)  # (n, bands*bits)
-        keys = (values > 0).reshape(count, bands, bits).astype(np.int64) @ (1 << np.arange(bits, dtype=np.int64))
-        stable = (np.abs(values) > SIGN_MARGIN).reshape(count, bands, bits).all(axis=2)  # (n, bands)
-        rows, used = np.nonzero(stable)
-        if not len(rows):
-            return [None] * count
-        index = NearIndex.load(self.out, self.state)
-        if self._con is None:
-            self._con = quiet_connection()
-        con = self._con
-        pairs = self._pairs(index, rows.astype(np.int64), used.astype(np.int64), keys[rows, used])
-        if not pairs.num_rows:
-            return [None] * count
-        con.register("_pairs", pairs)
-        fetched = arrow(con.sql(f"""SELECT ord, clip_id, clip_embedding FROM read_parquet({index._listing('e')})
-                                    WHERE ord IN (SELECT DISTINCT ord FROM _pairs) ORDER BY ord"""))
-        con.unregister("_pairs")
-        by_ord, names = fetched.column("ord").to_numpy(), fetched.column("clip_id").to_pylist()
-        kept_units = _units(fetched.column("clip_embedding"), len(by_ord))
-        pair_rows, pair_ords = pairs.column("row").to_numpy(), pairs.column("ord").to_numpy()
-        at = np.searchsorted(by_ord, pair_ords)
-        sims = _pair_sims(unit, pair_rows, kept_units, at)
-        close = sims >= 1.0 - self.max_distance - EPS + SIMILARITY_MARGIN
-        found: list[str | None] = [None] * count
-        best: dict[int, tuple[float, int, int]] = {}  # row → (similarity, -ord, fetched row): earliest among equals
-        for row, ord_, sim, k in zip(pair_rows[close], pair_ords[close], sims[close], at[close]):
-            candidate = (float(sim), -int(ord_), int(k))
-            if int(row) not in best or candidate[:2] > best[int(row)][:2]:
-                best[int(row)] = candidate
-        for row, (_, _, k) in best.items():
-            found[row] = names[k]
-        return found
-
-
-    def _pairs(self, index: NearIndex, rows: np.ndarray, bands: np.ndarray, keys: np.ndarray) -> pa.Table:
-        """(row, ord) of the query rows and the kept clips sharing MIN_SHARED_BANDS band keys, each pair once."""
-        if self.kept * self.state["bands"] > KEY_CACHE_ROWS:  # a large index: joined in DuckDB, file by file
-            con = self._con
-            con.register("_query", pa.table({"row": rows, "band": bands.astype(np.int16), "key": keys}))
-            pairs = arrow(con.sql(f"""SELECT q.row, k.ord FROM _query q JOIN
-                                      read_parquet({index._listing('k')}) k ON k.band = q.band AND k.key = q.key
-                                      GROUP BY ALL HAVING count(*) >= {MIN_SHARED_BANDS}"""))
-            con.unregister("_query")
-            return pairs
-        if self._keys is None:  # once per worker process: the band tables, as sorted (band, key) codes
-            table = arrow(self._con.sql(f"SELECT band, key, ord FROM read_parquet({index._listing('k')})"))
-            codes = band_codes(table.column("band").to_numpy(), table.column("key").to_numpy())
-            order = np.argsort(codes, kind="stable")
-            self._keys = (codes[order], table.column("ord").to_numpy()[order])
-        codes, ords = self._keys
-        wanted = band_codes(bands, keys)
-        lo, hi = np.searchsorted(codes, wanted, "left"), np.searchsorted(codes, wanted, "right")
-        counts = hi - lo
-        starts = np.repeat(lo - np.r_[0, np.cumsum(counts)[:-1]], counts)  # each match's offset into `codes`
-        found, shared = np.unique(np.stack([np.repeat(rows, counts), ords[starts + np.arange(counts.sum())]], 1),
-                                  axis=0, return_counts=True)
-        found = found[shared >= MIN_SHARED_BANDS]
-        return pa.table({"row": found[:, 0], "ord": found[:, 1]})
 
 
 def _units(column, count: int) -> np.ndarray:

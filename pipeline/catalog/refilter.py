@@ -38,7 +38,8 @@ import pyarrow.compute as pc
 
 from pipeline.catalog.bandjoin import band_actors
 from pipeline.catalog.dedup import EXACT_BELOW
-from pipeline.catalog.nearindex import CommittedKept, NearIndex
+from pipeline.catalog.nearindex import NearIndex
+from pipeline.catalog.snapshot import CommittedKept
 from pipeline.catalog.views import arrow, connect, declared_scan, store_dataset
 from pipeline.store.commit import CommitLog
 from pipeline.store.lease import OutputLock, output_lock

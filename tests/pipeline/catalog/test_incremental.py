@@ -21,8 +21,14 @@ def expected_reasons(out):
     return {r[0]: (f"near_duplicate_of:{rows[of[i]][0]}" if of[i] >= 0 else None) for i, r in enumerate(rows)}
 
 
-@pytest.mark.parametrize("exact_below", [0, 10_000], ids=["lsh", "exact"])
-def test_runs_appended_to_one_output_decide_like_the_exact_pass(tmp_path, exact_below):
+@pytest.mark.parametrize("exact_below, chunks", [(0, None), (10_000, None), (0, (37, 5))],
+                         ids=["lsh", "exact", "lsh-small-chunks"])
+def test_runs_appended_to_one_output_decide_like_the_exact_pass(tmp_path, monkeypatch, exact_below, chunks):
+    if chunks:  # candidate pairs streamed 37 at a time, kept embeddings fetched 5 at a time
+        from pipeline.catalog import nearindex
+
+        monkeypatch.setattr(nearindex, "PAIR_CHUNK", chunks[0])
+        monkeypatch.setattr(nearindex, "FETCH_ORDS", chunks[1])
     pool = None
     for run in range(3):  # each run plants copies of its own and of earlier runs' clips
         written = write_output(tmp_path, f"2026010{run + 1}T000000-abcdef", waves=3, videos_per_wave=40,

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
-from pipeline.catalog import nearindex
+from pipeline.catalog import snapshot as snapshot_module
 from pipeline.catalog.refilter import refilter, streaming_snapshot
 from pipeline.catalog.views import connect
 from pipeline.kit.catalog import KEEP, write_output
@@ -73,7 +73,7 @@ def test_a_snapshot_decides_each_clip_alone(tmp_path, monkeypatch):
         for row, of in zip(rows, snapshot.duplicates_of(queries[rows])):
             shuffled[row] = of
     assert shuffled == together
-    monkeypatch.setattr(nearindex, "KEY_CACHE_ROWS", 0)  # a large index: band tables joined in DuckDB
+    monkeypatch.setattr(snapshot_module, "KEY_CACHE_ROWS", 0)  # a large index: band tables joined in DuckDB
     assert pickle.loads(pickle.dumps(snapshot)).duplicates_of(queries) == together
     kept = set(connect(tmp_path).sql("SELECT clip_id FROM clips WHERE status = 'accepted'").fetchnumpy()["clip_id"])
     assert all(of in kept for of in together if of is not None)
