@@ -210,10 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "machine": benchkit.machine_info()}, indent=1) + "\n")
     if args.markdown:
-        flags = "".join([" --quick" if args.quick else "",
-                         f" --pass-rounds {args.pass_rounds}" if args.pass_rounds != PASS_ROUNDS else "",
-                         "" if len(args.kinds) == 2 else f" --kinds {' '.join(args.kinds)}"])
-        body = (f"{text}\n\nCommand: `vidprep bench --only scale{flags}`. "
+        own = "".join([f" --pass-rounds {args.pass_rounds}" if args.pass_rounds != PASS_ROUNDS else "",
+                       f" --rounds {args.rounds}" if args.rounds != 3 else "",
+                       "" if len(args.kinds) == 2 else f" --kinds {' '.join(args.kinds)}"])
+        # `vidprep bench` passes --quick only: other flags mean this module was run by itself
+        command = (f"python -m pipeline.bench.scale{' --quick' if args.quick else ''}{own} --markdown docs/BENCHMARKS.md"
+                   if own else f"vidprep bench --only scale{' --quick' if args.quick else ''}")
+        body = (f"{text}\n\nCommand: `{command}`. "
                 f"{benchkit.machine_line(benchkit.machine_info())}. Medians of {args.rounds} interleaved rounds "
                 f"for the query, DuckDB and no-op columns, of {args.pass_rounds} for the two band-table modes; the "
                 "others are single timings.\n")
