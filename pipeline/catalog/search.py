@@ -71,7 +71,10 @@ def rank(out: str | Path, query: list[float], k: int, *, include_rejected: bool 
 
 WIDEST = 1 << 16  # candidates looked up before one join does it instead (few accepted clips)
 LISTED = 4096  # candidates named in a constant list; more: a semi-join (a list this long costs its parsing)
-SCORE = "list_cosine_similarity(clip_embedding, $query::FLOAT[])"
+# As fixed-size arrays: DuckDB's list_cosine_similarity over a Parquet scan holding NULL lists (clips too short
+# to score) fails with "can not contain NULL values" even where the filter removed them; the array form doesn't.
+# A stored vector of another length fails the cast: "search failed", as a model with another width should.
+SCORE = "array_cosine_similarity(clip_embedding::FLOAT[{dim}], $query::FLOAT[{dim}])"
 ORDER = "ORDER BY score DESC, clip_id, source_uri"
 
 
@@ -94,10 +97,10 @@ def _ranked(con, query: list[float], k: int, include_rejected: bool, out) -> pa.
 
 def _winners(con, query: list[float], k: int, include_rejected: bool) -> pa.Table:
     """(clip_id, source_uri, score, status) of the k best clips, best first."""
-    params = {"query": query}
+    params, score = {"query": query}, SCORE.format(dim=len(query))
     wanted = max(8 * k, 128)  # a heap this small costs what a heap of k does; most searches need one scan
     while wanted <= WIDEST:
-        top = arrow(con.sql(f"""SELECT clip_id, source_uri, {SCORE} AS score, status FROM clips_written
+        top = arrow(con.sql(f"""SELECT clip_id, source_uri, {score} AS score, status FROM clips_written
                                 WHERE clip_embedding IS NOT NULL {ORDER} LIMIT {wanted}""", params=params))
         con.register("_top", top)
         candidates = _listed(top, "clip_id") if top.num_rows <= LISTED else "SELECT clip_id FROM _top"
@@ -113,7 +116,7 @@ def _winners(con, query: list[float], k: int, include_rejected: bool) -> pa.Tabl
             return kept.slice(0, k)
         wanted *= 8
     where = "" if include_rejected else "AND status = 'accepted'"
-    return arrow(con.sql(f"""SELECT clip_id, source_uri, {SCORE} AS score, status FROM clips
+    return arrow(con.sql(f"""SELECT clip_id, source_uri, {score} AS score, status FROM clips
                              WHERE clip_embedding IS NOT NULL {where} {ORDER} LIMIT {int(k)}""", params=params))
 
 
