@@ -197,13 +197,13 @@ class NearIndex:
         wanted = ords[np.r_[True, ords[1:] != ords[:-1]]]  # distinct, sorted
         if not len(wanted):
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
-        con = self._fetcher()
+        con, embeddings = self._fetcher(), f"read_parquet({self._listing('e')})"
         found: list[list[np.ndarray]] = [[], [], []]
         for start in range(0, len(wanted), FETCH_ORDS):
             chunk = wanted[start:start + FETCH_ORDS]
             lo, hi = int(chunk[0]), int(chunk[-1])
             con.register("_wanted", pa.table({"ord": chunk}))
-            fetched = arrow(con.sql(f"""SELECT ord, clip_embedding FROM read_parquet({self._listing('e')})
+            fetched = arrow(con.sql(f"""SELECT ord, clip_embedding FROM {embeddings}
                                         WHERE ord BETWEEN {lo} AND {hi} AND ord IN (SELECT ord FROM _wanted)
                                         ORDER BY ord"""))
             by_ord = fetched.column("ord").to_numpy()
@@ -273,12 +273,12 @@ class NearIndex:
         os.replace(tmp, self.out / rel)
         return rel
 
-    def key_files(self) -> list[str]:
-        """The band tables' files, relative to the output."""
-        return [f for f in self.files if Path(f).name.split("-")[1] == "k"]
+    def key_files(self, kind: str = "k") -> list[str]:
+        """The index's files of one kind, relative to the output: "k" the band tables, "e" the embeddings."""
+        return [f for f in self.files if Path(f).name.split("-")[1] == kind]
 
     def _listing(self, kind: str) -> str:
-        paths = [str(self.out / f) for f in self.files if Path(f).name.split("-")[1] == kind]
+        paths = [str(self.out / f) for f in self.key_files(kind)]
         return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 

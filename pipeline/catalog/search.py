@@ -75,7 +75,11 @@ LISTED = 4096  # candidates named in a constant list; more: a semi-join (a list 
 # to score) fails with "can not contain NULL values" even where the filter removed them; the array form doesn't.
 # A stored vector of another length fails the cast: "search failed", as a model with another width should.
 SCORE = "array_cosine_similarity(clip_embedding::FLOAT[{dim}], $query::FLOAT[{dim}])"
-ORDER = "ORDER BY score DESC, clip_id, source_uri"
+
+
+def _order(alias: str = "") -> str:
+    """Best first; ties by clip_id, source_uri (of relation `alias` in a join)."""
+    return f"ORDER BY score DESC, {alias}clip_id, {alias}source_uri"
 
 
 def _ranked(con, query: list[float], k: int, include_rejected: bool, out) -> pa.Table:
@@ -91,7 +95,7 @@ def _ranked(con, query: list[float], k: int, include_rejected: bool, out) -> pa.
     table = arrow(con.sql(f"""
         SELECT v.clip_id, v.score, {caption} AS caption, v.status, v.source_uri, w.start_s, w.end_s, w.thumbnail
         FROM _winners v JOIN (SELECT * FROM clips_written WHERE clip_id IN ({_listed(winners, "clip_id")})) w
-             USING (clip_id, source_uri) {ORDER.replace('clip_id', 'v.clip_id').replace('source_uri', 'v.source_uri')}"""))
+             USING (clip_id, source_uri) {_order('v.')}"""))
     return table.add_column(0, "rank", pa.array(range(1, table.num_rows + 1), pa.int32()))
 
 
@@ -101,7 +105,7 @@ def _winners(con, query: list[float], k: int, include_rejected: bool) -> pa.Tabl
     wanted = max(8 * k, 128)  # a heap this small costs what a heap of k does; most searches need one scan
     while wanted <= WIDEST:
         top = arrow(con.sql(f"""SELECT clip_id, source_uri, {score} AS score, status FROM clips_written
-                                WHERE clip_embedding IS NOT NULL {ORDER} LIMIT {wanted}""", params=params))
+                                WHERE clip_embedding IS NOT NULL {_order()} LIMIT {wanted}""", params=params))
         con.register("_top", top)
         candidates = _listed(top, "clip_id") if top.num_rows <= LISTED else "SELECT clip_id FROM _top"
         # The status each candidate has now: the overlay's where it has one (looked up for these keys only).
@@ -110,14 +114,14 @@ def _winners(con, query: list[float], k: int, include_rejected: bool) -> pa.Tabl
                    AS status
             FROM _top t LEFT JOIN (SELECT * FROM clip_status WHERE clip_id IN ({candidates})) s
                  USING (clip_id, source_uri)
-            {ORDER.replace('clip_id', 't.clip_id').replace('source_uri', 't.source_uri')}"""))
+            {_order('t.')}"""))
         kept = top if include_rejected else top.filter(pc.equal(top.column("status"), "accepted"))
         if kept.num_rows >= k or top.num_rows < wanted:  # enough, or every clip was a candidate
             return kept.slice(0, k)
         wanted *= 8
     where = "" if include_rejected else "AND status = 'accepted'"
     return arrow(con.sql(f"""SELECT clip_id, source_uri, {score} AS score, status FROM clips
-                             WHERE clip_embedding IS NOT NULL {where} {ORDER} LIMIT {int(k)}""", params=params))
+                             WHERE clip_embedding IS NOT NULL {where} {_order()} LIMIT {int(k)}""", params=params))
 
 
 def _listed(table: pa.Table, column: str) -> str:
